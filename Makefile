@@ -1,0 +1,64 @@
+# Enclave Operator — every set-up step is a target; `make demo` and `make test` do all of it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RUN_DIR ?= $(CURDIR)/.run
+export ENCLAVE_RUN_DIR := $(RUN_DIR)
+
+.PHONY: help venv tools crds lint test test-unit test-integration test-e2e demo up down status bench clean
+
+help:
+	@echo "make demo   - build and start the local plane + MinIO, install CRDs, run the operator, apply the example"
+	@echo "make down   - stop every process the demo started"
+	@echo "make test   - install everything and run unit, integration and e2e tests"
+	@echo "make test-unit - the fast inner loop (no servers)"
+	@echo "make crds   - regenerate crds/ from the typed API"
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==25.3
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+tools:
+	bash hack/localplane/build.sh
+	bash hack/minio/build.sh
+
+crds: venv
+	$(PY) -m enclave_operator.api.crdgen --out crds
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests hack bench
+
+test-unit: venv
+	$(PY) -m pytest tests/unit -q
+
+test-integration: venv tools
+	$(PY) -m pytest tests/integration tests/contract -q
+
+test-e2e: venv tools
+	$(PY) -m pytest tests/e2e -q
+
+test: venv tools lint
+	ENCLAVE_NO_SKIP=1 $(PY) -m pytest tests/unit tests/contract tests/integration tests/e2e -q --durations=15
+
+demo: venv tools
+	$(PY) hack/demo.py up
+
+up: venv tools
+	$(PY) hack/localenv up --controllers
+
+down:
+	@$(PYTHON) hack/localenv down
+
+status:
+	@$(PYTHON) hack/localenv status
+
+bench: venv tools
+	$(PY) bench/projects_bench.py
+
+clean: down
+	rm -rf $(RUN_DIR)

@@ -1,0 +1,60 @@
+"""Command line for the local environment.
+
+python hack/localenv up [--controllers] [--only plane|minio]   start what is not running yet
+python hack/localenv down                                      stop every process it started
+python hack/localenv env                                       print `export KUBECONFIG=...`
+python hack/localenv status                                    list services, PIDs and logs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from localenv import environment  # noqa: E402
+from localenv.runtime import RunDir, ServiceError, pid_alive  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="localenv", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default .run or $ENCLAVE_RUN_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="build if needed and start services")
+    up.add_argument("--controllers", action="store_true", help="also start kube-controller-manager and kube-scheduler")
+    up.add_argument("--no-build", action="store_true", help="do not run the Go builds (binaries must exist)")
+    up.add_argument("--only", action="append", choices=environment.COMPONENTS, help="start only these components")
+    sub.add_parser("down", help="stop every service recorded in the run directory")
+    sub.add_parser("env", help="print shell exports for the running environment")
+    sub.add_parser("status", help="list services")
+    args = parser.parse_args(argv)
+    run = RunDir(args.run_dir)
+    try:
+        if args.command == "up":
+            components = args.only or list(environment.COMPONENTS)
+            if not args.no_build:
+                environment.build(components)
+            environment.up(run, components=components, controllers=args.controllers)
+            print(environment.exports(run))
+        elif args.command == "down":
+            stopped = run.stop_all()
+            print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        elif args.command == "env":
+            print(environment.exports(run))
+        elif args.command == "status":
+            for name, entry in run.load()["services"].items():
+                alive = "running" if pid_alive(int(entry["pid"])) else "DEAD"
+                print(f"{name:26} pid={entry['pid']:<8} {alive:8} log={entry['log']}")
+    except ServiceError as error:
+        print(f"localenv: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

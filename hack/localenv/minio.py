@@ -1,0 +1,41 @@
+"""MinIO server on loopback with generated root credentials and its data under the run directory."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from localenv.runtime import DEFAULT_BIN_DIR, RunDir, Service, free_port, http_ok
+
+
+def minio_service(run: RunDir, bin_dir: Path = DEFAULT_BIN_DIR) -> Service:
+    port, console = free_port(), free_port()
+    data = run.path / "minio-data"
+    data.mkdir(parents=True, exist_ok=True)
+    user, password = "enclave-root", secrets.token_urlsafe(24)
+    endpoint = f"127.0.0.1:{port}"
+    return Service(
+        name="minio",
+        argv=[
+            str(bin_dir / "minio"),
+            "server",
+            str(data),
+            f"--address={endpoint}",
+            f"--console-address=127.0.0.1:{console}",
+            "--quiet",
+        ],
+        env={
+            "MINIO_ROOT_USER": user,
+            "MINIO_ROOT_PASSWORD": password,
+            "MINIO_BROWSER": "off",
+            "MINIO_UPDATE": "off",
+            "MINIO_SCANNER_SPEED": "fastest",
+        },
+        ready=lambda: http_ok(f"http://{endpoint}/minio/health/ready"),
+        facts={"endpoint": endpoint, "access_key": user, "secret_key": password, "secure": False},
+    )
+
+
+def start_minio(run: RunDir, bin_dir: Path = DEFAULT_BIN_DIR) -> dict[str, Any]:
+    return run.start(minio_service(run, bin_dir))

@@ -1,0 +1,138 @@
+"""Building blocks shared by every kind: the base model, quantities, conditions and CRD metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+import pydantic
+from pydantic.alias_generators import to_camel
+
+from enclave_operator import quantity
+
+DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+USERNAME_PATTERN = r"^[a-z_][a-z0-9_.-]*$"
+"""Identity usernames as FreeIPA, LDAP (uid) and Slurm all accept them: lowercase, no spaces."""
+QUANTITY_PATTERN = r"^(\+)?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|([eE][-+]?[0-9]+))?$"
+"""Kubernetes resource quantity without a sign: negative quantities are not valid anywhere we use them."""
+
+
+class ApiModel(pydantic.BaseModel):
+    """Base of every API model: camelCase on the wire, unknown fields rejected, values immutable."""
+
+    model_config = pydantic.ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        json_schema_extra=lambda schema, cls: _add_cel_rules(schema, cls),
+    )
+    cel_rules: ClassVar[tuple[CelRule, ...]] = ()
+    """CEL rules (x-kubernetes-validations) placed on this object's schema by the CRD generator."""
+
+
+def _add_cel_rules(schema: dict[str, Any], cls: type) -> None:
+    """Put a model's CEL rules into its JSON schema, where the CRD generator keeps them."""
+    rules = getattr(cls, "cel_rules", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [rule.to_schema() for rule in rules]
+
+
+@dataclasses.dataclass(frozen=True)
+class CelRule:
+    """One `x-kubernetes-validations` entry: rule, message and the field it is about."""
+
+    rule: str
+    message: str
+    field_path: str | None = None
+    reason: Literal["FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"] | None = (
+        None
+    )
+
+    def to_schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule": self.rule, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+def _check_quantity(value: int | str) -> int | str:
+    quantity.parse(value)  # raises ValueError naming the value
+    return value
+
+
+Quantity = Annotated[
+    int | str,
+    pydantic.Field(union_mode="left_to_right"),
+    pydantic.AfterValidator(_check_quantity),
+    pydantic.WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-validations": [
+                {
+                    "rule": "type(self) == int ? self >= 0 : "
+                    "(isQuantity(self) && !quantity(self).isLessThan(quantity('0')))",
+                    "message": "must be a non-negative quantity such as 500Gi, 64 or 250m",
+                }
+            ],
+        }
+    ),
+]
+"""A Kubernetes resource quantity (e.g. 64, "500m", "256Gi"); never negative."""
+
+
+class Condition(ApiModel):
+    """Condition: one aspect of the object's observed state, in the Kubernetes convention (kstatus)."""
+
+    type: str = pydantic.Field(
+        description="type of the condition, e.g. Ready, Reconciling, Stalled, StorageReady.", max_length=64
+    )
+    status: Literal["True", "False", "Unknown"] = pydantic.Field(description="status of the condition.")
+    reason: str = pydantic.Field(description="reason: a CamelCase word a program can switch on.", max_length=128)
+    message: str = pydantic.Field("", description="message: a sentence for humans saying why.", max_length=4096)
+    observed_generation: int = pydantic.Field(
+        0, description="observedGeneration: the metadata.generation this condition was computed from.", ge=0
+    )
+    last_transition_time: datetime.datetime = pydantic.Field(
+        description="lastTransitionTime: when status last changed."
+    )
+
+
+class ConditionedStatus(ApiModel):
+    """Status fields every kind shares."""
+
+    observed_generation: int | None = pydantic.Field(
+        None, description="observedGeneration: the metadata.generation the operator last reconciled.", ge=0
+    )
+    conditions: list[Condition] = pydantic.Field(
+        default_factory=list,
+        description="conditions: Ready, Reconciling and Stalled, plus one per backend part.",
+        max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class PrinterColumn:
+    name: str
+    json_path: str
+    type: str = "string"
+    priority: int = 0
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class KindInfo:
+    """What the CRD generator needs beyond the schema: names, scope, columns."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    scope: Literal["Cluster", "Namespaced"]
+    printer_columns: tuple[PrinterColumn, ...]
+    description: str

@@ -1,0 +1,62 @@
+"""The contract every backend adapter follows (after Crossplane's ExternalClient).
+
+- `observe` never changes the backend; it says whether the thing exists, whether it matches the
+  desired state and, if not, what differs (a short diff for events, never a secret).
+- `create` on something that already exists and `delete` on something missing are not errors.
+- `delete` is told the deletion policy; `Retain` means "revoke access, keep data".
+- Every call is bounded in time; a call that cannot reach the backend raises BackendUnavailable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Protocol
+
+from enclave_operator.api.research_project import DeletionPolicy
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """What an adapter saw in its backend."""
+
+    exists: bool
+    up_to_date: bool = True
+    diff: str = ""
+    """What differs from the desired state, for events and messages; empty when up to date."""
+    resource: str = ""
+    """The name of the external thing as users know it (bucket name, namespace name)."""
+    terminating: bool = False
+    """The thing is being deleted by its backend; finalization counts it as gone."""
+    members: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Per member username, the member's access in this backend (e.g. Granted, ReadOnly, Missing)."""
+
+
+NOT_FOUND = Observation(exists=False, up_to_date=False)
+
+
+class DeleteOutcome(enum.Enum):
+    DELETED = "Deleted"
+    """Gone, or going (the engine confirms with a later observe)."""
+    RETAINED = "Retained"
+    """Access revoked, data kept, as the Retain policy asks."""
+
+
+class Adapter(Protocol):
+    """One external thing of one project."""
+
+    part: str
+    """The condition type this adapter's state is reported under, e.g. StorageReady."""
+    noun: str
+    """The thing's name in event reasons, e.g. Bucket → CreatedBucket / CannotCreateBucket."""
+    member_key: str
+    """The key under status.members[].backends, e.g. storage."""
+
+    async def observe(self) -> Observation: ...
+
+    async def create(self) -> None: ...
+
+    async def update(self, observation: Observation) -> None: ...
+
+    async def delete(self, policy: DeletionPolicy) -> DeleteOutcome: ...

@@ -1,0 +1,42 @@
+"""Calls to the Kubernetes API through lightkube, with errors mapped to backend errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import httpx2
+from lightkube import ApiError
+
+from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
+
+T = TypeVar("T")
+FIELD_MANAGER = "enclave-operator"
+
+
+class NotFound(BackendError):
+    """The object does not exist (HTTP 404)."""
+
+
+class Conflict(BackendUnavailable):
+    """The object already exists, or changed under us (HTTP 409): observe again."""
+
+
+async def call(what: str, awaitable: Awaitable[T]) -> T:
+    """Await one API call; turn transport failures and API errors into BackendErrors naming `what`."""
+    try:
+        return await awaitable
+    except ApiError as error:
+        code = error.status.code or 0
+        text = f"{what}: {error.status.reason or 'error'} ({code}): {error.status.message or ''}".rstrip(": ")
+        if code == 404:
+            raise NotFound(text) from None
+        if code == 409:
+            raise Conflict(text) from None
+        if code in (400, 403, 422):
+            raise BackendRejected(text) from None
+        if code == 429 or code >= 500:
+            raise BackendUnavailable(text) from None
+        raise BackendError(text) from None
+    except (httpx2.TransportError, OSError) as error:
+        raise BackendUnavailable(f"{what}: Kubernetes API unreachable ({type(error).__name__})") from None

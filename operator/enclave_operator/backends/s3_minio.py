@@ -1,0 +1,196 @@
+"""Adapter for the project's S3 bucket on MinIO: existence, ownership tag, versioning and hard quota.
+
+MinIO's Python SDK is synchronous; calls run in a worker thread, each bounded by the configured
+timeout. Ownership: a bucket carries the tag `enclave.io/project`; a bucket tagged for another
+project is never touched, and an untagged *empty* bucket (a create interrupted before tagging) is
+adopted by tagging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+from collections.abc import Callable
+from typing import TypeVar
+
+import urllib3
+from minio.commonconfig import ENABLED, Tags
+from minio.credentials import StaticProvider
+from minio.deleteobjects import DeleteObject
+from minio.minioadmin import MinioAdmin
+from minio.versioningconfig import SUSPENDED, VersioningConfig
+
+from enclave_operator import reasons
+from enclave_operator.api.research_project import DeletionPolicy
+from enclave_operator.backends.adapter import NOT_FOUND, DeleteOutcome, Observation
+from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
+from minio import Minio, S3Error
+
+PROJECT_TAG = "enclave.io/project"
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Connection:
+    """How to reach the S3 store as its administrator. The secret never appears in repr."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str = dataclasses.field(repr=False)
+    secure: bool = True
+    ca_file: str | None = None
+    region: str = ""
+    timeout_seconds: float = 10.0
+
+
+class S3Clients:
+    """The S3 data client and the admin client, sharing one bounded HTTP pool."""
+
+    def __init__(self, conn: S3Connection) -> None:
+        self.conn = conn
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=min(5.0, conn.timeout_seconds), read=conn.timeout_seconds),
+            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[502, 503, 504]),
+            maxsize=16,
+            cert_reqs="CERT_REQUIRED" if conn.secure else "CERT_NONE",
+            ca_certs=conn.ca_file,
+        )
+        self.s3 = Minio(
+            conn.endpoint,
+            access_key=conn.access_key,
+            secret_key=conn.secret_key,
+            secure=conn.secure,
+            region=conn.region or None,
+            http_client=http,
+        )
+        self.admin = MinioAdmin(
+            endpoint=conn.endpoint,
+            credentials=StaticProvider(conn.access_key, conn.secret_key),
+            secure=conn.secure,
+            http_client=http,
+        )
+
+
+async def s3_call(what: str, fn: Callable[[], T]) -> T:
+    """Run one blocking SDK call in a thread; map its failures to backend errors without secrets."""
+    try:
+        return await asyncio.to_thread(fn)
+    except S3Error as error:
+        text = f"{what}: {error.code}: {error.message}"
+        if error.code in ("AccessDenied", "InvalidBucketName", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise BackendRejected(text) from None
+        raise BackendError(text) from None
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise BackendUnavailable(f"{what}: S3 endpoint unreachable ({type(error).__name__})") from None
+    except ValueError as error:  # the SDK validates names and arguments locally
+        raise BackendRejected(f"{what}: {error}") from None
+
+
+def parse_quota(text: str) -> int:
+    """Bytes of the hard quota from MinIO's admin answer (0 = none)."""
+    if not text:
+        return 0
+    data = json.loads(text)
+    return int(data.get("quota") or data.get("size") or 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DesiredBucket:
+    name: str
+    project: str
+    quota_bytes: int
+    versioning: bool
+
+
+class BucketAdapter:
+    part = reasons.STORAGE_READY
+    noun = "Bucket"
+    member_key = "storage"
+
+    def __init__(self, clients: S3Clients, desired: DesiredBucket) -> None:
+        self._c = clients
+        self._d = desired
+
+    async def observe(self) -> Observation:
+        name = self._d.name
+        if not await s3_call(f"find bucket {name}", lambda: self._c.s3.bucket_exists(name)):
+            return dataclasses.replace(NOT_FOUND, resource=name)
+        tags = await s3_call(f"read tags of {name}", lambda: self._c.s3.get_bucket_tags(name))
+        owner = (tags or {}).get(PROJECT_TAG)
+        diffs: list[str] = []
+        if owner is None:
+            empty = not await s3_call(
+                f"list bucket {name}", lambda: any(True for _ in self._c.s3.list_objects(name, include_version=True))
+            )
+            if not empty:
+                raise BackendRejected(f"bucket {name} exists with data but no {PROJECT_TAG} tag; it is not adopted")
+            diffs.append("ownership tag missing")
+        elif owner != self._d.project:
+            raise BackendRejected(f"bucket {name} belongs to project {owner}; it is not adopted")
+        versioning = await s3_call(f"read versioning of {name}", lambda: self._c.s3.get_bucket_versioning(name))
+        if (versioning.status == ENABLED) != self._d.versioning:
+            diffs.append(
+                f"versioning {versioning.status or 'Off'}, want {'Enabled' if self._d.versioning else 'Suspended'}"
+            )
+        quota = parse_quota(await s3_call(f"read quota of {name}", lambda: self._c.admin.bucket_quota_get(name)))
+        if quota != self._d.quota_bytes:
+            diffs.append(f"quota {quota} bytes, want {self._d.quota_bytes}")
+        return Observation(True, not diffs, "; ".join(diffs), name)
+
+    async def create(self) -> None:
+        name = self._d.name
+
+        def make() -> None:
+            if not self._c.s3.bucket_exists(name):
+                self._c.s3.make_bucket(name)
+
+        await s3_call(f"create bucket {name}", make)
+        await self._converge()
+
+    async def update(self, observation: Observation) -> None:
+        await self._converge()
+
+    async def _converge(self) -> None:
+        """Set tag, versioning and quota; each call is idempotent."""
+        name = self._d.name
+        tags = Tags.new_bucket_tags()
+        tags[PROJECT_TAG] = self._d.project
+        await s3_call(f"tag bucket {name}", lambda: self._c.s3.set_bucket_tags(name, tags))
+        status = ENABLED if self._d.versioning else SUSPENDED
+        await s3_call(
+            f"set versioning of {name}", lambda: self._c.s3.set_bucket_versioning(name, VersioningConfig(status))
+        )
+        if self._d.quota_bytes:
+            await s3_call(f"set quota of {name}", lambda: self._c.admin.bucket_quota_set(name, self._d.quota_bytes))
+        else:
+            await s3_call(f"clear quota of {name}", lambda: self._c.admin.bucket_quota_clear(name))
+
+    async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
+        if policy == "Retain":
+            return DeleteOutcome.RETAINED
+        name = self._d.name
+
+        def purge() -> None:
+            while True:
+                batch = [
+                    DeleteObject(obj.object_name, obj.version_id)
+                    for obj in itertools.islice(
+                        self._c.s3.list_objects(name, recursive=True, include_version=True), 1000
+                    )
+                    if obj.object_name
+                ]
+                if not batch:
+                    break
+                errors = list(self._c.s3.remove_objects(name, batch))
+                if errors:
+                    raise BackendError(f"delete objects in {name}: {errors[0].code}: {errors[0].message}")
+            self._c.s3.remove_bucket(name)
+
+        try:
+            await s3_call(f"delete bucket {name}", purge)
+        except BackendError as error:
+            if "NoSuchBucket" not in str(error):
+                raise
+        return DeleteOutcome.DELETED

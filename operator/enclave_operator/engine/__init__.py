@@ -1,0 +1,1 @@
+"""The generic reconcile engine: turns adapter observations into actions, conditions and events."""

@@ -1,0 +1,77 @@
+"""Kubernetes events for our objects, posted after each reconcile.
+
+We post them ourselves rather than through kopf: for cluster-scoped objects kopf stamps the
+involved object's namespace as "default", which hides the events from `kubectl describe`.
+Events are collected during a reconcile and flushed at its end; a failure to post an event is
+logged and never fails the reconcile.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event
+
+from enclave_operator.backends import kube
+from enclave_operator.backends.errors import BackendError
+from enclave_operator.engine.recorder import EventType
+
+logger = logging.getLogger(__name__)
+COMPONENT = "enclave-operator"
+MAX_MESSAGE = 1024
+
+
+def events_namespace() -> str:
+    """Where events about cluster-scoped objects are stored: the operator's namespace, else default."""
+    return os.environ.get("POD_NAMESPACE", "default")
+
+
+class KubeRecorder:
+    """Collects events for one object and posts them with `flush()`."""
+
+    def __init__(self, client: AsyncClient, body: Mapping[str, Any]) -> None:
+        self._client = client
+        meta = body.get("metadata", {})
+        self._ref = ObjectReference(
+            apiVersion=body.get("apiVersion"),
+            kind=body.get("kind"),
+            name=meta.get("name"),
+            namespace=meta.get("namespace"),
+            uid=meta.get("uid"),
+            resourceVersion=meta.get("resourceVersion"),
+        )
+        self._pending: list[tuple[EventType, str, str]] = []
+
+    def event(self, type_: EventType, reason: str, message: str) -> None:
+        self._pending.append((type_, reason, message[:MAX_MESSAGE]))
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        now = datetime.datetime.now(datetime.UTC)
+        namespace = self._ref.namespace or events_namespace()
+        for type_, reason, message in pending:
+            event = Event(
+                metadata=ObjectMeta(name=f"{self._ref.name}.{secrets.token_hex(8)}", namespace=namespace),
+                involvedObject=self._ref,
+                type=type_,
+                reason=reason,
+                message=message,
+                source=EventSource(component=COMPONENT),
+                firstTimestamp=now,
+                lastTimestamp=now,
+                count=1,
+                reportingComponent=COMPONENT,
+                reportingInstance=os.environ.get("HOSTNAME", COMPONENT),
+            )
+            try:
+                await kube.call(f"post event {reason}", self._client.create(event))
+            except BackendError as error:
+                logger.warning("could not post event %s: %s", reason, error)

@@ -1,0 +1,127 @@
+"""One generic loop for every backend part (after Crossplane's managed reconciler).
+
+`reconcile_part` walks observe → create | update → observe again, and turns the result into the
+part's condition and events. `finalize_part` walks observe → delete per policy → observe again.
+Both are idempotent: running them twice, or after a crash at any line, converges to the same state,
+because every decision is taken from a fresh observation of the backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from enclave_operator import conditions, metrics, reasons
+from enclave_operator.api.research_project import DeletionPolicy
+from enclave_operator.backends.adapter import Adapter, DeleteOutcome, Observation
+from enclave_operator.backends.errors import BackendError, BackendUnavailable
+from enclave_operator.engine.recorder import Recorder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PartOutcome:
+    """The result of reconciling one part: its condition, its last observation, whether to retry."""
+
+    condition: conditions.Cond
+    observation: Observation | None
+    retry: bool
+    wrote: bool
+    """True when the backend was changed (create or update); a no-op resync leaves it False."""
+
+
+def _failed(adapter: Adapter, verb: str, error: BackendError, recorder: Recorder) -> PartOutcome:
+    reason = (
+        reasons.REASON_BACKEND_UNAVAILABLE if isinstance(error, BackendUnavailable) else reasons.REASON_BACKEND_ERROR
+    )
+    event_reason = f"Cannot{verb}{adapter.noun}"
+    message = f"cannot {verb.lower()} {adapter.noun.lower()}: {error}"
+    logger.debug("%s: %s", event_reason, error)
+    recorder.event("Warning", event_reason, message)
+    metrics.BACKEND_ERRORS.labels(part=adapter.part, action=verb.lower()).inc()
+    return PartOutcome(conditions.false(adapter.part, reason, message), None, error.retryable, False)
+
+
+async def _timed(adapter: Adapter, action: str, coro):  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    try:
+        return await coro
+    finally:
+        metrics.BACKEND_CALL_SECONDS.labels(part=adapter.part, action=action).observe(time.perf_counter() - start)
+
+
+async def reconcile_part(adapter: Adapter, recorder: Recorder) -> PartOutcome:
+    """Bring one external thing to its desired state and say how it went."""
+    try:
+        observation = await _timed(adapter, "observe", adapter.observe())
+    except BackendError as error:
+        return _failed(adapter, "Observe", error, recorder)
+    wrote = False
+    if not observation.exists:
+        try:
+            await _timed(adapter, "create", adapter.create())
+        except BackendError as error:
+            return _failed(adapter, "Create", error, recorder)
+        wrote = True
+        metrics.BACKEND_WRITES.labels(part=adapter.part, action="create").inc()
+        recorder.event(
+            "Normal", f"Created{adapter.noun}", f"created {adapter.noun.lower()} {observation.resource}".strip()
+        )
+    elif not observation.up_to_date:
+        try:
+            await _timed(adapter, "update", adapter.update(observation))
+        except BackendError as error:
+            return _failed(adapter, "Update", error, recorder)
+        wrote = True
+        metrics.BACKEND_WRITES.labels(part=adapter.part, action="update").inc()
+        recorder.event("Normal", f"Updated{adapter.noun}", f"repaired {adapter.noun.lower()}: {observation.diff}")
+    if wrote:
+        try:
+            observation = await _timed(adapter, "observe", adapter.observe())
+        except BackendError as error:
+            return _failed(adapter, "Observe", error, recorder)
+    if observation.exists and observation.up_to_date:
+        cond = conditions.true(
+            adapter.part,
+            reasons.REASON_UP_TO_DATE,
+            f"{adapter.noun.lower()} {observation.resource} is up to date".replace("  ", " "),
+        )
+        return PartOutcome(cond, observation, False, wrote)
+    message = f"{adapter.noun.lower()} not yet as desired: {observation.diff or 'still being created'}"
+    return PartOutcome(conditions.false(adapter.part, reasons.REASON_PROGRESSING, message), observation, True, wrote)
+
+
+@dataclasses.dataclass(frozen=True)
+class FinalizeOutcome:
+    done: bool
+    message: str
+
+
+async def finalize_part(adapter: Adapter, policy: DeletionPolicy, recorder: Recorder) -> FinalizeOutcome:
+    """Delete (or, under Retain, revoke access to) one external thing; done once a fresh observation agrees."""
+    try:
+        observation = await _timed(adapter, "observe", adapter.observe())
+        if not observation.exists:
+            return FinalizeOutcome(True, f"{adapter.noun.lower()} is gone")
+        outcome = await _timed(adapter, "delete", adapter.delete(policy))
+    except BackendError as error:
+        failed = _failed(adapter, "Delete", error, recorder)
+        return FinalizeOutcome(False, failed.condition.message)
+    metrics.BACKEND_WRITES.labels(part=adapter.part, action="delete").inc()
+    if outcome is DeleteOutcome.RETAINED:
+        recorder.event(
+            "Normal",
+            f"Retained{adapter.noun}",
+            f"kept {adapter.noun.lower()} {observation.resource} (deletionPolicy Retain)",
+        )
+        return FinalizeOutcome(True, "retained")
+    try:
+        after = await _timed(adapter, "observe", adapter.observe())
+    except BackendError as error:
+        return FinalizeOutcome(False, str(error))
+    if after.exists and not after.terminating:
+        return FinalizeOutcome(False, f"waiting for {adapter.noun.lower()} {observation.resource} to go")
+    recorder.event("Normal", f"Deleted{adapter.noun}", f"deleted {adapter.noun.lower()} {observation.resource}")
+    return FinalizeOutcome(True, "deleted")

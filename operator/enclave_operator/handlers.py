@@ -1,0 +1,121 @@
+"""All kopf handlers: thin wrappers that call the reconcilers and translate results for kopf.
+
+`register(registry, settings)` wires them up, so intervals can come from the configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from enclave_operator import metrics
+from enclave_operator.api import GROUP, VERSION
+from enclave_operator.api.research_project import KIND as PROJECT_KIND
+from enclave_operator.engine import status as status_io
+from enclave_operator.engine.events import KubeRecorder
+from enclave_operator.reconcilers import research_project
+from enclave_operator.runtime import Runtime
+from enclave_operator.settings import OperatorSettings
+
+ANNOTATION_PREFIX = GROUP
+PROJECTS = (GROUP, VERSION, PROJECT_KIND.plural)
+
+
+def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:
+    """Our finalizer and annotation names, watch timeouts, and which log records become events."""
+    settings.persistence.finalizer = config.finalizer
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = 300  # the API server ends each watch after this; kopf re-lists
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.posting.level = logging.WARNING  # our recorder posts the meaningful Normal events
+    settings.execution.max_workers = 8
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+    """Register every handler in `registry`."""
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """In-cluster service account first, else $KUBECONFIG (local runs, tests, the demo)."""
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        configure(settings, config)
+        memo.runtime = Runtime.create(config)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        runtime: Runtime | None = getattr(memo, "runtime", None)
+        if runtime is not None:
+            await runtime.close()
+
+    async def _reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
+        runtime: Runtime = memo.runtime
+        meta = body["metadata"]
+        start = time.perf_counter()
+        recorder = KubeRecorder(runtime.backends.kube, body)
+        async with runtime.locks[meta["uid"]]:
+            try:
+                result = await research_project.reconcile(
+                    name=meta["name"],
+                    generation=int(meta.get("generation", 0)),
+                    raw_spec=body.get("spec", {}),
+                    current_status=body.get("status"),
+                    backends=runtime.backends,
+                    settings=runtime.settings,
+                    recorder=recorder,
+                )
+                await recorder.flush()
+                if result.changed:
+                    await status_io.write_project_status(runtime.backends.kube, meta["name"], result.status)
+            except Exception:
+                metrics.RECONCILE_ERRORS.labels(kind=PROJECT_KIND.kind).inc()
+                metrics.RECONCILES.labels(kind=PROJECT_KIND.kind, result="error").inc()
+                raise
+            finally:
+                metrics.RECONCILE_SECONDS.labels(kind=PROJECT_KIND.kind).observe(time.perf_counter() - start)
+        metrics.RECONCILES.labels(kind=PROJECT_KIND.kind, result="retry" if result.retry else "ok").inc()
+        if result.retry:
+            raise kopf.TemporaryError(result.message, delay=runtime.settings.intervals.retry_seconds)
+
+    @kopf.on.resume(*PROJECTS, registry=registry, id="reconcile")
+    @kopf.on.create(*PROJECTS, registry=registry, id="reconcile")
+    @kopf.on.update(*PROJECTS, registry=registry, id="reconcile")
+    async def reconcile_project(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        await _reconcile(body, memo)
+
+    @kopf.timer(
+        *PROJECTS,
+        registry=registry,
+        interval=config.intervals.resync_seconds,
+        initial_delay=config.intervals.resync_seconds,
+    )
+    async def resync_project(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Re-observe every backend; repairs drift, writes nothing when nothing changed."""
+        await _reconcile(body, memo)
+
+    @kopf.on.delete(*PROJECTS, registry=registry, id="finalize")
+    async def delete_project(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        runtime: Runtime = memo.runtime
+        meta = body["metadata"]
+        recorder = KubeRecorder(runtime.backends.kube, body)
+        async with runtime.locks[meta["uid"]]:
+            outcome = await research_project.finalize(
+                name=meta["name"],
+                raw_spec=body.get("spec", {}),
+                backends=runtime.backends,
+                settings=runtime.settings,
+                recorder=recorder,
+            )
+            await recorder.flush()
+        if not outcome.done:
+            raise kopf.TemporaryError(outcome.message, delay=runtime.settings.intervals.retry_seconds)
+        runtime.locks.pop(meta["uid"], None)

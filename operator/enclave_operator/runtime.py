@@ -1,0 +1,45 @@
+"""Process-wide state of a running operator: settings, backend clients, per-object locks."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+
+import httpx2
+from lightkube import AsyncClient
+
+from enclave_operator.backends import s3_minio
+from enclave_operator.reconcilers.research_project import Backends
+from enclave_operator.settings import OperatorSettings
+
+KUBE_TIMEOUT_S = 15.0
+"""Bound of one Kubernetes API call (not watches, which kopf runs itself)."""
+
+
+@dataclasses.dataclass
+class Runtime:
+    settings: OperatorSettings
+    backends: Backends
+    locks: collections.defaultdict[str, asyncio.Lock] = dataclasses.field(
+        default_factory=lambda: collections.defaultdict(asyncio.Lock)
+    )
+    """One lock per object uid: timers and event handlers of one object never run at once."""
+
+    @classmethod
+    def create(cls, settings: OperatorSettings) -> Runtime:
+        access, secret = settings.s3.credentials()
+        conn = s3_minio.S3Connection(
+            endpoint=settings.s3.endpoint,
+            access_key=access,
+            secret_key=secret.get_secret_value(),
+            secure=settings.s3.secure,
+            ca_file=str(settings.s3.ca_file) if settings.s3.ca_file else None,
+            region=settings.s3.region,
+            timeout_seconds=settings.s3.timeout_seconds,
+        )
+        kube = AsyncClient(timeout=httpx2.Timeout(KUBE_TIMEOUT_S), field_manager="enclave-operator")
+        return cls(settings, Backends(kube=kube, s3=s3_minio.S3Clients(conn)))
+
+    async def close(self) -> None:
+        await self.backends.kube.close()

@@ -1,0 +1,144 @@
+"""ResearchProject end to end: kubectl apply against the operator process, real API server, real MinIO."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from enclave_operator.backends import s3_minio
+from support import timeouts
+from support.builders import ProjectBuilder
+from support.cluster import Cluster
+from support.operator import OperatorProcess
+from support.projects import condition, events_for, wait_gone, wait_ready
+from support.wait import wait_for
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "research-project.yaml"
+
+
+def test_example_project_becomes_ready_and_retain_keeps_the_data(
+    crds: Cluster, operator: OperatorProcess, s3: s3_minio.S3Clients
+) -> None:
+    crds.run("apply", "-f", str(EXAMPLE))
+    obj = wait_ready(crds, "onco-flow")
+    status = obj["status"]
+    assert status["namespace"] == "onco-flow" and status["bucket"] == "onco-flow"
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    for type_ in ("Ready", "NamespaceReady", "StorageReady"):
+        cond = condition(obj, type_)
+        assert cond and cond["status"] == "True" and cond["observedGeneration"] == obj["metadata"]["generation"]
+    assert condition(obj, "Stalled")["status"] == "False"
+    assert condition(obj, "Reconciling")["status"] == "False"
+    assert "enclave.io/finalizer" in obj["metadata"]["finalizers"]
+
+    ns = crds.get_json("namespace", "onco-flow")
+    assert ns and ns["metadata"]["labels"]["enclave.io/project"] == "onco-flow"
+    assert s3_minio.parse_quota(s3.admin.bucket_quota_get("onco-flow")) == 500 * 2**30
+    assert s3.s3.get_bucket_versioning("onco-flow").status == "Enabled"
+    reasons = {reason for _, reason, _ in events_for(crds, "onco-flow")}
+    assert {"CreatedNamespace", "CreatedBucket"} <= reasons
+
+    table = crds.run("get", "researchprojects").stdout
+    assert re.search(r"onco-flow\s+alice\s+2\s+True", table), table
+    described = crds.run("describe", "researchproject", "onco-flow").stdout
+    assert "StorageReady" in described and "CreatedBucket" in described
+
+    s3.s3.put_object("onco-flow", "results/table.csv", io.BytesIO(b"a,b\n1,2\n"), 8)
+    crds.run("delete", "researchproject", "onco-flow", "--timeout=60s")
+    wait_gone(crds, "namespace", "onco-flow")
+    assert s3.s3.bucket_exists("onco-flow"), "Retain must keep the bucket"
+    assert s3.s3.get_object("onco-flow", "results/table.csv").read() == b"a,b\n1,2\n", "Retain must keep objects"
+    assert any(r == "RetainedBucket" for _, r, _ in events_for(crds, "onco-flow"))
+
+
+def test_delete_policy_removes_namespace_and_bucket(
+    crds: Cluster, operator: OperatorProcess, s3: s3_minio.S3Clients, project_name: str
+) -> None:
+    crds.apply(yaml.safe_dump(ProjectBuilder(project_name).deletion("Delete").obj()))
+    wait_ready(crds, project_name)
+    s3.s3.put_object(project_name, "x", io.BytesIO(b"1"), 1)
+    crds.run("delete", "researchproject", project_name, "--timeout=60s")
+    wait_gone(crds, "namespace", project_name)
+    assert not s3.s3.bucket_exists(project_name)
+
+
+def test_spec_change_is_carried_through_and_observed(
+    crds: Cluster, operator: OperatorProcess, s3: s3_minio.S3Clients, project_name: str
+) -> None:
+    crds.apply(yaml.safe_dump(ProjectBuilder(project_name).deletion("Delete").obj()))
+    wait_ready(crds, project_name)
+    crds.apply(yaml.safe_dump(ProjectBuilder(project_name).deletion("Delete").storage("3Gi", versioning=False).obj()))
+    wait_for(
+        lambda: s3_minio.parse_quota(s3.admin.bucket_quota_get(project_name)) == 3 * 2**30,
+        timeout=timeouts.READY,
+        what="the new quota in MinIO",
+    )
+    obj = wait_for(
+        lambda: (
+            (o := crds.get_json("researchproject", project_name))
+            and o["status"].get("observedGeneration") == 2
+            and condition(o, "Ready")["status"] == "True"
+            and o
+        ),
+        timeout=timeouts.READY,
+        what="observedGeneration 2 and Ready",
+    )
+    assert condition(obj, "StorageReady")["observedGeneration"] == 2
+    assert s3.s3.get_bucket_versioning(project_name).status == "Suspended"
+    crds.run("delete", "researchproject", project_name, "--timeout=60s")
+
+
+def settled(cluster: Cluster, name: str) -> dict:
+    """The object once its resourceVersion stopped moving (the operator finished its bookkeeping)."""
+    seen: list[str] = []
+
+    def stable() -> dict | None:
+        obj = cluster.get_json("researchproject", name, "--show-managed-fields")
+        assert obj is not None
+        seen.append(obj["metadata"]["resourceVersion"])
+        return obj if len(seen) >= 3 and len(set(seen[-3:])) == 1 else None
+
+    return wait_for(stable, timeout=timeouts.READY, what=f"{name} to stop changing", interval=0.5)
+
+
+def _backend_writes(operator: OperatorProcess) -> float:
+    total = 0.0
+    for line in operator.metrics().splitlines():
+        if line.startswith("enclave_backend_writes_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_server_side_reapply_changes_nothing(crds: Cluster, operator: OperatorProcess, project_name: str) -> None:
+    """GitOps tools re-apply the same manifests all the time; that must be free."""
+    manifest = yaml.safe_dump(ProjectBuilder(project_name).deletion("Delete").obj())
+    crds.run("apply", "--server-side", "--field-manager=argocd", "-f", "-", input=manifest)
+    wait_ready(crds, project_name)
+    before = settled(crds, project_name)
+    writes = _backend_writes(operator)
+    crds.run("apply", "--server-side", "--field-manager=argocd", "-f", "-", input=manifest)
+    after = settled(crds, project_name)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert _backend_writes(operator) == writes
+    spec_owners = {m["manager"] for m in after["metadata"]["managedFields"] if "f:spec" in json.dumps(m["fieldsV1"])}
+    assert spec_owners == {"argocd"}, "the operator must never own spec fields"
+    crds.run("delete", "researchproject", project_name, "--timeout=60s")
+
+
+def test_invalid_spec_reaching_the_operator_is_stalled_not_crashed(crds: Cluster, operator: OperatorProcess) -> None:
+    """A name the naming template turns into an invalid bucket (3+ chars needed) stalls with a reason."""
+    crds.apply(yaml.safe_dump(ProjectBuilder("ab").deletion("Delete").obj()))
+    obj = wait_for(
+        lambda: (o := crds.get_json("researchproject", "ab")) and condition(o, "Stalled") and o,
+        timeout=timeouts.READY,
+        what="Stalled condition",
+    )
+    stalled = condition(obj, "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "InvalidSpec" and "bucket name" in stalled["message"]
+    assert condition(obj, "Ready")["status"] == "False"
+    crds.run("delete", "researchproject", "ab", "--timeout=60s")

@@ -1,0 +1,121 @@
+"""The generic loop: which action follows which observation, and what condition and events result."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+
+from enclave_operator import reasons
+from enclave_operator.backends.adapter import DeleteOutcome, Observation
+from enclave_operator.backends.errors import BackendRejected, BackendUnavailable
+from enclave_operator.engine import managed
+from enclave_operator.engine.recorder import ListRecorder
+
+
+@dataclasses.dataclass
+class FakeAdapter:
+    """An adapter over an in-memory 'backend': a dict that create/update/delete change."""
+
+    state: dict = dataclasses.field(default_factory=dict)
+    fail: Callable[[str], Exception | None] = lambda action: None
+    part: str = "ThingReady"
+    noun: str = "Thing"
+    member_key: str = "thing"
+    calls: list[str] = dataclasses.field(default_factory=list)
+
+    def _maybe_fail(self, action: str) -> None:
+        self.calls.append(action)
+        error = self.fail(action)
+        if error:
+            raise error
+
+    async def observe(self) -> Observation:
+        self._maybe_fail("observe")
+        if "exists" not in self.state:
+            return Observation(False, False, resource="t")
+        drift = self.state.get("drift")
+        return Observation(True, not drift, drift or "", "t")
+
+    async def create(self) -> None:
+        self._maybe_fail("create")
+        self.state["exists"] = True
+
+    async def update(self, observation: Observation) -> None:
+        self._maybe_fail("update")
+        self.state.pop("drift", None)
+
+    async def delete(self, policy: str) -> DeleteOutcome:
+        self._maybe_fail("delete")
+        if policy == "Retain":
+            return DeleteOutcome.RETAINED
+        self.state.clear()
+        return DeleteOutcome.DELETED
+
+
+@pytest.mark.parametrize(
+    ("state", "actions", "event", "wrote", "why"),
+    [
+        ({}, ["observe", "create", "observe"], "CreatedThing", True, "missing thing is created and re-observed"),
+        ({"exists": True, "drift": "label gone"}, ["observe", "update", "observe"], "UpdatedThing", True,
+         "drift is repaired"),
+        ({"exists": True}, ["observe"], None, False, "up to date: observe only, no write, no event"),
+    ],
+)  # fmt: skip
+async def test_reconcile_actions(state: dict, actions: list[str], event: str | None, wrote: bool, why: str) -> None:
+    adapter, recorder = FakeAdapter(state=dict(state)), ListRecorder()
+    outcome = await managed.reconcile_part(adapter, recorder)
+    assert adapter.calls == actions, why
+    assert outcome.condition.status == "True" and outcome.condition.reason == reasons.REASON_UP_TO_DATE, why
+    assert outcome.wrote is wrote and outcome.retry is False, why
+    assert [e[1] for e in recorder.events] == ([event] if event else []), why
+
+
+@pytest.mark.parametrize(
+    ("failing", "error", "reason", "event", "retry", "why"),
+    [
+        ("observe", BackendUnavailable("connection refused"), reasons.REASON_BACKEND_UNAVAILABLE, "CannotObserveThing",
+         True, "unreachable backend: condition says so, retry"),
+        ("create", BackendRejected("name taken"), reasons.REASON_BACKEND_ERROR, "CannotCreateThing", False,
+         "rejected: no retry storm"),
+    ],
+)  # fmt: skip
+async def test_reconcile_failures(
+    failing: str, error: Exception, reason: str, event: str, retry: bool, why: str
+) -> None:
+    adapter = FakeAdapter(fail=lambda action: error if action == failing else None)
+    recorder = ListRecorder()
+    outcome = await managed.reconcile_part(adapter, recorder)
+    assert outcome.condition.status == "False" and outcome.condition.reason == reason, why
+    assert outcome.retry is retry, why
+    assert recorder.events[0][:2] == ("Warning", event), why
+    assert str(error) in outcome.condition.message, why
+
+
+async def test_reconcile_twice_is_idempotent() -> None:
+    adapter = FakeAdapter()
+    await managed.reconcile_part(adapter, ListRecorder())
+    adapter.calls.clear()
+    second = await managed.reconcile_part(adapter, ListRecorder())
+    assert adapter.calls == ["observe"] and not second.wrote
+
+
+@pytest.mark.parametrize(
+    ("policy", "left", "message", "why"),
+    [
+        ("Retain", {"exists": True}, "retained", "Retain keeps the thing"),
+        ("Delete", {}, "deleted", "Delete removes it and confirms with an observe"),
+    ],
+)
+async def test_finalize(policy: str, left: dict, message: str, why: str) -> None:
+    adapter = FakeAdapter(state={"exists": True})
+    outcome = await managed.finalize_part(adapter, policy, ListRecorder())  # type: ignore[arg-type]
+    assert outcome.done and outcome.message == message, why
+    assert adapter.state == left, why
+
+
+async def test_finalize_missing_thing_is_done_without_delete() -> None:
+    adapter = FakeAdapter()
+    outcome = await managed.finalize_part(adapter, "Delete", ListRecorder())
+    assert outcome.done and adapter.calls == ["observe"]

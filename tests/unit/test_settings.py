@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from enclave_operator import settings
+
+
+@pytest.mark.parametrize(
+    ("data", "names", "why"),
+    [
+        ({}, "s3", "the S3 store is required"),
+        ({"s3": {"endpoint": "http://minio:9000"}}, "s3.endpoint", "a scheme is not allowed"),
+        ({"s3": {"endpoint": "minio:9000"}, "naming": {"bucket": "shared"}}, "naming.bucket", "no {project}"),
+        ({"s3": {"endpoint": "minio:9000"}, "intervals": {"resyncSeconds": 1}}, "intervals.resyncSeconds", "too often"),
+        ({"s3": {"endpoint": "minio:9000"}, "surprise": 1}, "surprise", "unknown setting"),
+    ],
+)
+def test_invalid_configuration_names_the_field(data: dict, names: str, why: str) -> None:
+    with pytest.raises(settings.ConfigError) as error:
+        settings.parse(data)
+    assert names in str(error.value), why
+
+
+def test_missing_credentials_name_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENCLAVE_S3_ACCESS_KEY", raising=False)
+    monkeypatch.setenv("ENCLAVE_S3_SECRET_KEY", "s3cr3t-value")
+    path = tmp_path / "c.yaml"
+    path.write_text("s3: {endpoint: 'minio:9000'}\n")
+    with pytest.raises(settings.ConfigError) as error:
+        settings.load(path)
+    assert "ENCLAVE_S3_ACCESS_KEY" in str(error.value)
+    assert "s3cr3t-value" not in str(error.value)
+
+
+def test_valid_configuration_with_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCLAVE_S3_ACCESS_KEY", "a")
+    monkeypatch.setenv("ENCLAVE_S3_SECRET_KEY", "b")
+    path = tmp_path / "c.yaml"
+    path.write_text("s3: {endpoint: 'minio.enclave.svc:9000'}\nnaming: {bucket: 'enclave-{project}'}\n")
+    loaded = settings.load(path)
+    assert loaded.naming.bucket.format(project="x") == "enclave-x"
+    assert loaded.finalizer == "enclave.io/finalizer"
+    access, secret = loaded.s3.credentials()
+    assert (access, secret.get_secret_value()) == ("a", "b")
+    assert "b" not in repr(secret)

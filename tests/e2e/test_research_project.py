@@ -142,3 +142,25 @@ def test_invalid_spec_reaching_the_operator_is_stalled_not_crashed(crds: Cluster
     assert stalled["status"] == "True" and stalled["reason"] == "InvalidSpec" and "bucket name" in stalled["message"]
     assert condition(obj, "Ready")["status"] == "False"
     crds.run("delete", "researchproject", "ab", "--timeout=60s")
+
+
+def test_metrics_count_reconciles_per_kind(crds: Cluster, operator: OperatorProcess, project_name: str) -> None:
+    crds.apply(yaml.safe_dump(ProjectBuilder(project_name).deletion("Delete").obj()))
+    wait_ready(crds, project_name)
+    text = operator.metrics()
+    assert re.search(r'enclave_reconcile_total\{kind="ResearchProject",result="ok"\} [1-9]', text), text[:2000]
+    assert 'enclave_reconcile_duration_seconds_count{kind="ResearchProject"}' in text
+    assert re.search(r'enclave_backend_writes_total\{action="create",part="StorageReady"\} [1-9]', text)
+    crds.run("delete", "researchproject", project_name, "--timeout=60s")
+
+
+def test_json_logs_are_one_object_per_line(crds: Cluster, operator: OperatorProcess, tmp_path: Path) -> None:
+    second = OperatorProcess(operator.kubeconfig, operator.config, operator.minio, tmp_path / "json.log")
+    second.extra_args = ["--log-format", "json"]
+    second.start()
+    second.stop()
+    lines = [line for line in second.log_text().splitlines() if line.startswith("{")]
+    assert lines, second.log_text()[:2000]
+    for line in lines:
+        record = json.loads(line)
+        assert "message" in record and "severity" in record

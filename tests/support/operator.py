@@ -34,6 +34,7 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
         self.liveness_port = 0
+        self.extra_args: list[str] = []
 
     def start(self) -> OperatorProcess:
         self.liveness_port, self.metrics_port = free_port(), free_port()
@@ -47,7 +48,7 @@ class OperatorProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "enclave_operator", "run", "--config", str(self.config), "--standalone",
                  "--bind", "127.0.0.1", "--liveness-port", str(self.liveness_port),
-                 "--metrics-port", str(self.metrics_port), "--verbose"],
+                 "--metrics-port", str(self.metrics_port), "--verbose", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
         wait_for(

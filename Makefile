@@ -24,6 +24,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 venv: $(VENV)/.installed
 
 tools:
+	bash hack/install-debian-packages.sh
 	bash hack/localplane/build.sh
 	bash hack/minio/build.sh
 

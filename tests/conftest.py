@@ -17,9 +17,10 @@ import pytest
 
 from enclave_operator.backends import s3_minio
 from localenv import environment
+from localenv.certs import loopback_server_cert
 from localenv.minio import start_minio
 from localenv.plane import start_plane
-from localenv.runtime import REPO_ROOT, RunDir
+from localenv.runtime import REPO_ROOT, RunDir, free_port
 from support.cluster import Cluster, kind_cluster, kubectl_binary
 from support.operator import OperatorProcess, write_config
 
@@ -77,8 +78,9 @@ def minio(run_dir: RunDir) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> Cluster:
-    """The committed CRDs installed and Established."""
+    """The committed CRDs and the shipped ClusterRoles installed, the CRDs Established."""
     cluster.run("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+    cluster.run("apply", "--server-side", "-f", str(REPO_ROOT / "manifests" / "rbac"))
     cluster.run("wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
                 "app.kubernetes.io/part-of=enclave-operator")  # fmt: skip
     return cluster
@@ -86,7 +88,20 @@ def crds(cluster: Cluster) -> Cluster:
 
 @pytest.fixture(scope="session")
 def operator_config(tmp_path_factory: pytest.TempPathFactory, minio: dict[str, Any]) -> Path:
-    return write_config(tmp_path_factory.mktemp("operator") / "config.yaml", minio)
+    """The e2e operator's configuration: loopback MinIO, short intervals, the webhook with its own TLS."""
+    directory = tmp_path_factory.mktemp("operator")
+    tls = loopback_server_cert(directory / "tls", "webhook")
+    webhook = {
+        "enabled": True,
+        "listenAddress": "127.0.0.1",
+        "port": free_port(),
+        "host": "127.0.0.1",
+        "certFile": tls["cert"],
+        "keyFile": tls["key"],
+        "caFile": tls["ca_cert"],
+        "configurationName": f"t{secrets.token_hex(3)}.webhooks.enclave.io",
+    }
+    return write_config(directory / "config.yaml", minio, webhook=webhook)
 
 
 @pytest.fixture(scope="session")

@@ -101,7 +101,7 @@ class RunDir:
     def save(self, state: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.write_text(json.dumps(state, indent=2))  # insertion order = start order, for stop_all
         os.chmod(tmp, 0o600)
         tmp.replace(self.state_file)
 

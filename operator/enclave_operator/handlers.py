@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from typing import Any
 
 import kopf
 
-from enclave_operator import metrics
+from enclave_operator import admission, metrics
 from enclave_operator.api import GROUP, VERSION
 from enclave_operator.api.research_project import KIND as PROJECT_KIND
 from enclave_operator.engine import status as status_io
@@ -22,6 +23,11 @@ from enclave_operator.settings import OperatorSettings
 
 ANNOTATION_PREFIX = GROUP
 PROJECTS = (GROUP, VERSION, PROJECT_KIND.plural)
+
+
+def today() -> datetime.date:
+    """Governance dates are days in UTC."""
+    return datetime.datetime.now(datetime.UTC).date()
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:
@@ -36,6 +42,17 @@ def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.WARNING  # our recorder posts the meaningful Normal events
     settings.execution.max_workers = 8
+    if config.webhook.enabled:
+        hook = config.webhook
+        settings.admission.server = kopf.WebhookServer(
+            addr=hook.listen_address,
+            port=hook.port,
+            host=hook.host,
+            certfile=str(hook.cert_file),
+            pkeyfile=str(hook.key_file),
+            cafile=str(hook.ca_file) if hook.ca_file else None,
+        )
+        settings.admission.managed = hook.configuration_name
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
@@ -72,6 +89,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                     backends=runtime.backends,
                     settings=runtime.settings,
                     recorder=recorder,
+                    today=today(),
+                    annotations=dict(meta.get("annotations") or {}),
                 )
                 await recorder.flush()
                 if result.changed:
@@ -95,12 +114,39 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     @kopf.timer(
         *PROJECTS,
         registry=registry,
+        id="resync",
         interval=config.intervals.resync_seconds,
         initial_delay=config.intervals.resync_seconds,
     )
     async def resync_project(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """Re-observe every backend; repairs drift, writes nothing when nothing changed."""
         await _reconcile(body, memo)
+
+    if config.webhook.enabled:
+
+        @kopf.on.validate(*PROJECTS, registry=registry, id="policy", operations=["CREATE", "UPDATE", "DELETE"])
+        def validate_project(
+            operation: str,
+            userinfo: dict[str, Any],
+            old: kopf.Body | None,
+            new: kopf.Body | None,
+            body: kopf.Body,
+            **_: Any,
+        ) -> None:
+            """Who may create, change, approve and delete projects (see admission.py)."""
+            requester = admission.Requester(str(userinfo.get("username", "")), tuple(userinfo.get("groups") or ()))
+            try:
+                admission.review(
+                    operation=operation,  # type: ignore[arg-type]
+                    requester=requester,
+                    old=old,
+                    new=new if new is not None else (body if operation == "CREATE" else None),
+                    self_service=config.self_service,
+                    kubernetes=config.kubernetes,
+                    today=today(),
+                )
+            except admission.Denied as denied:
+                raise kopf.AdmissionError(str(denied), code=403) from None
 
     @kopf.on.delete(*PROJECTS, registry=registry, id="finalize")
     async def delete_project(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -114,6 +160,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                 backends=runtime.backends,
                 settings=runtime.settings,
                 recorder=recorder,
+                today=today(),
             )
             await recorder.flush()
         if not outcome.done:

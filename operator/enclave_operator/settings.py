@@ -31,8 +31,11 @@ class NamingSettings(_Settings):
 
     namespace: str = pydantic.Field("{project}", description="Namespace name template.")
     bucket: str = pydantic.Field("{project}", description="S3 bucket name template.")
+    group: str = pydantic.Field(
+        "proj-{project}", description="Identity group template; also the MinIO group prefix and RBAC group."
+    )
 
-    @pydantic.field_validator("namespace", "bucket")
+    @pydantic.field_validator("namespace", "bucket", "group")
     @classmethod
     def _has_placeholder(cls, value: str) -> str:
         if "{project}" not in value:
@@ -74,6 +77,65 @@ class S3Settings(_Settings):
         return access, pydantic.SecretStr(secret)
 
 
+class KubernetesSettings(_Settings):
+    """How project members appear to the Kubernetes API server."""
+
+    user_prefix: str = pydantic.Field(
+        "", max_length=64, description="Prefix of user subjects, as the API server's --oidc-username-prefix adds it."
+    )
+    group_prefix: str = pydantic.Field(
+        "", max_length=64, description="Prefix of group subjects, as --oidc-groups-prefix adds it."
+    )
+    cluster_role_prefix: str = pydantic.Field(
+        "enclave-project-", description="Prefix of the shipped ClusterRoles (…owner, …maintainer, …member, …viewer)."
+    )
+
+
+class SelfServiceSettings(_Settings):
+    """What researchers may create without a platform admin, and who the admins are."""
+
+    admin_groups: list[str] = pydantic.Field(
+        default_factory=lambda: ["system:masters", "enclave:platform-admins"],
+        description="Groups whose members act as platform admins (approve, create for others).",
+    )
+    max_cpu: str = pydantic.Field("32", description="Largest Kubernetes CPU quota without approval (a quantity).")
+    max_memory: str = pydantic.Field("128Gi", description="Largest Kubernetes memory quota without approval.")
+    max_gpu: int = pydantic.Field(1, ge=0, description="Most Kubernetes GPUs without approval.")
+    max_storage: str = pydantic.Field("1Ti", description="Largest bucket quota without approval.")
+
+    @pydantic.field_validator("max_cpu", "max_memory", "max_storage")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        from enclave_operator import quantity
+
+        quantity.parse(value)
+        return value
+
+
+class WebhookSettings(_Settings):
+    """The validating admission webhook (served by the operator process)."""
+
+    enabled: bool = pydantic.Field(False, description="Serve the webhook and register it with the API server.")
+    listen_address: str = pydantic.Field("0.0.0.0", description="Address to listen on.")
+    port: int = pydantic.Field(9443, ge=1, le=65535, description="Port to listen on.")
+    host: str | None = pydantic.Field(None, description="Host name the API server uses to reach the webhook.")
+    cert_file: Path | None = pydantic.Field(None, description="Serving certificate (PEM); required when enabled.")
+    key_file: Path | None = pydantic.Field(None, description="Serving key (PEM); required when enabled.")
+    ca_file: Path | None = pydantic.Field(None, description="CA that signed the certificate, for the caBundle.")
+    configuration_name: str = pydantic.Field(
+        "webhooks.enclave.io",
+        pattern=r"^[a-z0-9-]+(\.[a-z0-9-]+){2,}$",
+        description="Name of the ValidatingWebhookConfiguration the operator manages; a domain with 3+ parts "
+        "because webhook names derive from it.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _files_when_enabled(self) -> WebhookSettings:
+        if self.enabled and not (self.cert_file and self.key_file):
+            raise ValueError("certFile and keyFile are required when the webhook is enabled")
+        return self
+
+
 class IntervalSettings(_Settings):
     """How often things happen."""
 
@@ -92,6 +154,11 @@ class OperatorSettings(_Settings):
     s3: S3Settings = pydantic.Field(description="The S3 store.")
     naming: NamingSettings = pydantic.Field(default_factory=NamingSettings, description="Naming templates.")
     intervals: IntervalSettings = pydantic.Field(default_factory=IntervalSettings, description="Intervals.")
+    kubernetes: KubernetesSettings = pydantic.Field(default_factory=KubernetesSettings, description="RBAC subjects.")
+    self_service: SelfServiceSettings = pydantic.Field(
+        default_factory=SelfServiceSettings, description="Self-service tier and admins."
+    )
+    webhook: WebhookSettings = pydantic.Field(default_factory=WebhookSettings, description="Admission webhook.")
 
 
 def _format_errors(error: pydantic.ValidationError) -> str:

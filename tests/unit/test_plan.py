@@ -10,11 +10,12 @@ from enclave_operator.settings import parse
 from support.builders import ProjectBuilder
 
 SETTINGS = parse({"s3": {"endpoint": "minio:9000"}})
+TODAY = datetime.date(2026, 11, 23)
 
 
 def test_plan_derives_names_labels_and_quota() -> None:
     spec = ResearchProjectSpec.model_validate(ProjectBuilder("onco-flow").storage("2Gi", versioning=False).spec())
-    plan = research_project.plan("onco-flow", spec, SETTINGS)
+    plan = research_project.plan("onco-flow", spec, SETTINGS, TODAY)
     assert plan.namespace.name == "onco-flow"
     assert plan.namespace.labels["enclave.io/project"] == "onco-flow"
     assert plan.namespace.labels["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -32,7 +33,7 @@ def test_plan_rejects_names_the_backends_would_refuse(naming: dict, project: str
     settings = parse({"s3": {"endpoint": "minio:9000"}, "naming": naming})
     spec = ResearchProjectSpec.model_validate(ProjectBuilder(project).spec())
     with pytest.raises(research_project.InvalidPlan, match=fragment):
-        research_project.plan(project, spec, settings)
+        research_project.plan(project, spec, settings, TODAY)
 
 
 def test_member_states_follow_dates() -> None:
@@ -47,6 +48,11 @@ def test_member_states_follow_dates() -> None:
     assert [(r["user"], r["state"]) for r in rows] == [("alice", "Active"), ("bob", "Expired"), ("carol", "Active")]
     rows = research_project.member_statuses(spec, datetime.date(2027, 1, 2), [])
     assert rows[0]["state"] == "Cordoned"
+    plan = research_project.plan("proj1", spec, SETTINGS, datetime.date(2026, 7, 1))
+    assert plan.active == (("alice", "owner"), ("carol", "viewer")), "expired members have no access anywhere"
+    assert not plan.cordoned
+    assert research_project.plan("proj1", spec, SETTINGS, datetime.date(2027, 1, 1)).cordoned is False, "last valid day"
+    assert research_project.plan("proj1", spec, SETTINGS, datetime.date(2027, 1, 2)).cordoned is True
 
 
 @pytest.mark.parametrize(

@@ -194,7 +194,10 @@ class ResearchProjectStatus(ConditionedStatus):
 
     namespace: str | None = pydantic.Field(None, description="namespace: the project's namespace.", max_length=63)
     bucket: str | None = pydantic.Field(None, description="bucket: the project's S3 bucket.", max_length=63)
-    member_count: int | None = pydantic.Field(None, description="memberCount: number of active members.", ge=0)
+    group: str | None = pydantic.Field(None, description="group: the project's identity group.", max_length=64)
+    member_count: int | None = pydantic.Field(
+        None, description="memberCount: number of members whose access has not expired.", ge=0
+    )
     members: list[MemberStatus] = pydantic.Field(
         default_factory=list,
         description="members: per member, the state in each backend.",

@@ -23,6 +23,7 @@ class Observation:
 
     exists: bool
     up_to_date: bool = True
+    """With exists=False, up_to_date=True means "should not exist and does not" (nothing to create)."""
     diff: str = ""
     """What differs from the desired state, for events and messages; empty when up to date."""
     resource: str = ""

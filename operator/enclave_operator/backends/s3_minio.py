@@ -19,6 +19,7 @@ import urllib3
 from minio.commonconfig import ENABLED, Tags
 from minio.credentials import StaticProvider
 from minio.deleteobjects import DeleteObject
+from minio.error import MinioAdminException
 from minio.minioadmin import MinioAdmin
 from minio.versioningconfig import SUSPENDED, VersioningConfig
 
@@ -57,6 +58,7 @@ class S3Clients:
             cert_reqs="CERT_REQUIRED" if conn.secure else "CERT_NONE",
             ca_certs=conn.ca_file,
         )
+        self.http = http
         self.s3 = Minio(
             conn.endpoint,
             access_key=conn.access_key,
@@ -73,10 +75,36 @@ class S3Clients:
         )
 
 
+class AdminError(BackendError):
+    """A MinIO admin API error with its code (e.g. XMinioAdminNoSuchUser)."""
+
+    def __init__(self, message: str, code: str, status: int) -> None:
+        super().__init__(message)
+        self.code, self.status = code, status
+        self.retryable = status >= 500 or status == 0
+
+
+NOT_FOUND_CODES = frozenset({"XMinioAdminNoSuchUser", "XMinioAdminNoSuchGroup", "XMinioAdminNoSuchPolicy"})
+ALREADY_APPLIED = "XMinioAdminPolicyChangeAlreadyApplied"
+
+
+def _admin_error(what: str, error: MinioAdminException) -> AdminError:
+    """Only MinIO's code and message reach the error text: the body holds nothing secret, but keep it short."""
+    status = int(getattr(error, "_code", 0) or 0)
+    try:
+        body = json.loads(getattr(error, "_body", "") or "{}")
+    except ValueError:
+        body = {}
+    code, message = str(body.get("Code", "AdminError")), str(body.get("Message", ""))
+    return AdminError(f"{what}: {code}: {message}".rstrip(": "), code, status)
+
+
 async def s3_call(what: str, fn: Callable[[], T]) -> T:
     """Run one blocking SDK call in a thread; map its failures to backend errors without secrets."""
     try:
         return await asyncio.to_thread(fn)
+    except MinioAdminException as error:
+        raise _admin_error(what, error) from None
     except S3Error as error:
         text = f"{what}: {error.code}: {error.message}"
         if error.code in ("AccessDenied", "InvalidBucketName", "InvalidAccessKeyId", "SignatureDoesNotMatch"):

@@ -45,9 +45,15 @@ def _failed(adapter: Adapter, verb: str, error: BackendError, recorder: Recorder
 
 
 async def _timed(adapter: Adapter, action: str, coro):  # type: ignore[no-untyped-def]
+    """Await one adapter call, timed; an unexpected exception becomes a BackendError (a bug, logged)."""
     start = time.perf_counter()
     try:
         return await coro
+    except BackendError:
+        raise
+    except Exception as error:
+        logger.exception("%s %s of %s failed unexpectedly", action, adapter.noun, adapter.part)
+        raise BackendError(f"internal error ({type(error).__name__}); see the operator log") from None
     finally:
         metrics.BACKEND_CALL_SECONDS.labels(part=adapter.part, action=action).observe(time.perf_counter() - start)
 
@@ -59,7 +65,7 @@ async def reconcile_part(adapter: Adapter, recorder: Recorder) -> PartOutcome:
     except BackendError as error:
         return _failed(adapter, "Observe", error, recorder)
     wrote = False
-    if not observation.exists:
+    if not observation.exists and not observation.up_to_date:
         try:
             await _timed(adapter, "create", adapter.create())
         except BackendError as error:
@@ -69,7 +75,7 @@ async def reconcile_part(adapter: Adapter, recorder: Recorder) -> PartOutcome:
         recorder.event(
             "Normal", f"Created{adapter.noun}", f"created {adapter.noun.lower()} {observation.resource}".strip()
         )
-    elif not observation.up_to_date:
+    elif observation.exists and not observation.up_to_date:
         try:
             await _timed(adapter, "update", adapter.update(observation))
         except BackendError as error:
@@ -82,7 +88,7 @@ async def reconcile_part(adapter: Adapter, recorder: Recorder) -> PartOutcome:
             observation = await _timed(adapter, "observe", adapter.observe())
         except BackendError as error:
             return _failed(adapter, "Observe", error, recorder)
-    if observation.exists and observation.up_to_date:
+    if observation.up_to_date:
         cond = conditions.true(
             adapter.part,
             reasons.REASON_UP_TO_DATE,

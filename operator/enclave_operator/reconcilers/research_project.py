@@ -1,7 +1,10 @@
-"""Reconcile a ResearchProject: plan names and desired state from the spec, then drive each backend
-part (namespace, bucket) through the generic engine, and compute the status to write.
+"""Reconcile a ResearchProject: plan names and desired state from the spec and today's date, drive
+every backend part through the generic engine, and compute the status to write.
 
-Pure planning is separated from I/O so it can be unit-tested; nothing here imports kopf.
+Parts, in order (deletion runs in reverse): the Kubernetes space (namespace, quota, limits, network
+policies, role bindings) reported as NamespaceReady; S3 (bucket, policies, project credential,
+member groups) reported as StorageReady. Pure planning is separated from I/O so it can be
+unit-tested; nothing here imports kopf.
 """
 
 from __future__ import annotations
@@ -14,18 +17,24 @@ from typing import Any
 
 import pydantic
 from lightkube import AsyncClient
+from lightkube.resources.core_v1 import LimitRange, ResourceQuota
+from lightkube.resources.networking_v1 import NetworkPolicy
+from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
 from enclave_operator import conditions, reasons
-from enclave_operator.api.research_project import ResearchProjectSpec
-from enclave_operator.backends import kube_namespace, s3_minio
+from enclave_operator.api.research_project import ResearchProjectSpec, Role
+from enclave_operator.backends import kube_namespace, kube_objects, s3_access, s3_minio
 from enclave_operator.backends.adapter import Adapter
 from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import Recorder
 from enclave_operator.quantity import to_bytes
+from enclave_operator.reconcilers import approval, project_space
 from enclave_operator.settings import OperatorSettings
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
+WRITER_ROLES: frozenset[Role] = frozenset({"owner", "maintainer", "member"})
 
 
 class InvalidPlan(Exception):
@@ -34,29 +43,47 @@ class InvalidPlan(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class ProjectPlan:
-    """Everything the parts need, derived once from the spec and the settings."""
+    """Everything the parts need, derived once from the spec, the settings and today's date."""
 
     name: str
     spec: ResearchProjectSpec
+    today: datetime.date
+    cordoned: bool
+    active: tuple[tuple[str, Role], ...]
+    """Members whose access has not expired, with their role."""
+    group: str
     namespace: kube_namespace.DesiredNamespace
     bucket: s3_minio.DesiredBucket
 
 
-def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings) -> ProjectPlan:
+def is_cordoned(spec: ResearchProjectSpec, today: datetime.date) -> bool:
+    """Cordoned from the day after validUntil (the date is the last valid day, UTC)."""
+    return today > spec.valid_until
+
+
+def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings, today: datetime.date) -> ProjectPlan:
     """Derive backend names and desired states; raise InvalidPlan naming what is wrong."""
     namespace = settings.naming.namespace.format(project=name)
     bucket = settings.naming.bucket.format(project=name)
+    group = settings.naming.group.format(project=name)
     if not _DNS_LABEL.match(namespace):
         raise InvalidPlan(f"namespace name {namespace!r} (from naming.namespace) is not a DNS label")
     if not _BUCKET_NAME.match(bucket) or ".." in bucket:
         raise InvalidPlan(f"bucket name {bucket!r} (from naming.bucket) is not a valid S3 bucket name")
+    if not _GROUP_NAME.match(group):
+        raise InvalidPlan(f"group name {group!r} (from naming.group) is not a valid group name")
     try:
         quota = to_bytes(spec.storage.quota)
     except ValueError as error:
         raise InvalidPlan(f"spec.storage.quota: {error}") from None
+    active = tuple((m.user, m.role) for m in spec.members if not (m.expires and today > m.expires))
     return ProjectPlan(
         name=name,
         spec=spec,
+        today=today,
+        cordoned=is_cordoned(spec, today),
+        active=active,
+        group=group,
         namespace=kube_namespace.DesiredNamespace(namespace, name, kube_namespace.desired_labels(name)),
         bucket=s3_minio.DesiredBucket(bucket, name, quota, spec.storage.versioning),
     )
@@ -70,11 +97,54 @@ class Backends:
     s3: s3_minio.S3Clients
 
 
-def adapters(project: ProjectPlan, backends: Backends) -> list[Adapter]:
+def adapters(project: ProjectPlan, backends: Backends, settings: OperatorSettings) -> list[Adapter]:
     """The parts in the order they are reconciled (and reverse order of deletion)."""
+    ns = project.namespace.name
+    space = kube_objects.KubeObjectsAdapter(
+        backends.kube,
+        part=reasons.NAMESPACE_READY,
+        noun="NamespacePolicy",
+        member_key="kubernetes",
+        project=project.name,
+        namespace=ns,
+        kinds=[ResourceQuota, LimitRange, NetworkPolicy],
+        desired=[
+            project_space.resource_quota(project.name, ns, project.spec, project.cordoned),
+            project_space.limit_range(project.name, ns),
+            *project_space.network_policies(project.name, ns, project.spec),
+        ],
+    )
+    bindings = kube_objects.KubeObjectsAdapter(
+        backends.kube,
+        part=reasons.NAMESPACE_READY,
+        noun="RoleBinding",
+        member_key="kubernetes",
+        project=project.name,
+        namespace=ns,
+        kinds=[RoleBinding],
+        desired=project_space.role_bindings(
+            project.name, ns, project.group, project.active, project.cordoned, settings.kubernetes
+        ),
+        members_of=project_space.members_in_bindings(settings.kubernetes),
+    )
+    writers = [u for u, role in project.active if role in WRITER_ROLES and not project.cordoned]
+    readers = [u for u, _ in project.active if u not in writers]
     return [
         kube_namespace.NamespaceAdapter(backends.kube, project.namespace),
+        space,
+        bindings,
         s3_minio.BucketAdapter(backends.s3, project.bucket),
+        s3_access.BucketPoliciesAdapter(backends.s3, project.bucket.name),
+        s3_access.ProjectCredentialAdapter(
+            backends.s3,
+            backends.kube,
+            s3_access.DesiredCredential(
+                project.name, ns, project.bucket.name, f"{project.bucket.name}-app", writable=not project.cordoned
+            ),
+        ),
+        s3_access.MemberGroupsAdapter(
+            backends.s3, s3_access.DesiredGroups(project.group, project.bucket.name, readers, writers)
+        ),
     ]
 
 
@@ -89,23 +159,42 @@ class ReconcileResult:
 
 
 def member_statuses(
-    spec: ResearchProjectSpec, today: datetime.date, parts: Sequence[managed.PartOutcome]
+    spec: ResearchProjectSpec,
+    today: datetime.date,
+    adapters_and_outcomes: Sequence[tuple[Adapter, managed.PartOutcome]],
 ) -> list[dict[str, Any]]:
-    """Per member: the state the spec and dates give, and what each backend reported."""
-    cordoned = today > spec.valid_until
+    """Per member: the state the spec and dates give, and what each backend reported for them."""
+    cordoned = is_cordoned(spec, today)
     rows = []
     for member in spec.members:
         state = "Expired" if member.expires and today > member.expires else ("Cordoned" if cordoned else "Active")
         backends: dict[str, str] = {}
-        for part in parts:
-            if part.observation is not None and member.user in part.observation.members:
-                backends[_member_key(part)] = part.observation.members[member.user]
+        for adapter, outcome in adapters_and_outcomes:
+            observation = outcome.observation
+            if observation is None or not observation.members:
+                continue
+            backends[adapter.member_key] = observation.members.get(member.user, "None")
         rows.append({"user": member.user, "role": member.role, "state": state, "backends": backends})
     return rows
 
 
-def _member_key(part: managed.PartOutcome) -> str:
-    return part.condition.type.removesuffix("Ready").lower()
+def combine(part: str, outcomes: Sequence[managed.PartOutcome]) -> conditions.Cond:
+    """One condition per backend: True when all its adapters are; else the first that is not."""
+    for outcome in outcomes:
+        if outcome.condition.status != "True":
+            return outcome.condition
+    return conditions.true(part, reasons.REASON_UP_TO_DATE, "; ".join(o.condition.message for o in outcomes))
+
+
+def cordon_condition(spec: ResearchProjectSpec, cordoned: bool) -> conditions.Cond:
+    if cordoned:
+        return conditions.true(
+            reasons.CORDONED,
+            reasons.REASON_VALIDITY_ENDED,
+            f"validUntil {spec.valid_until.isoformat()} has passed: members have read-only access and no new work "
+            "can start; extend spec.validUntil to lift the cordon",
+        )
+    return conditions.false(reasons.CORDONED, reasons.REASON_WITHIN_VALIDITY, f"valid until {spec.valid_until}")
 
 
 def _stalled_result(current: Mapping[str, Any], generation: int, message: str) -> ReconcileResult:
@@ -126,14 +215,14 @@ async def reconcile(
     backends: Backends,
     settings: OperatorSettings,
     recorder: Recorder,
-    today: datetime.date | None = None,
+    today: datetime.date,
+    annotations: Mapping[str, str] | None = None,
 ) -> ReconcileResult:
-    """One reconcile of one project; safe to run again at any time."""
+    """One reconcile of one project; safe to run again at any time, and a no-op when nothing changed."""
     current = dict(current_status or {})
-    today = today or datetime.datetime.now(datetime.UTC).date()
     try:
         spec = ResearchProjectSpec.model_validate(dict(raw_spec))
-        project = plan(name, spec, settings)
+        project = plan(name, spec, settings, today)
     except pydantic.ValidationError as error:
         first = error.errors()[0]
         message = f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
@@ -143,37 +232,74 @@ async def reconcile(
         recorder.event("Warning", reasons.EVENT_INVALID_SPEC, str(error))
         return _stalled_result(current, generation, str(error))
 
-    outcomes = [await managed.reconcile_part(adapter, recorder) for adapter in adapters(project, backends)]
-    parts = [o.condition for o in outcomes]
-    merged, _ = conditions.merge(current.get("conditions", []), parts + conditions.summarize(parts), generation)
-    members = member_statuses(spec, today, outcomes)
+    decision = approval.decide(spec, annotations or {}, settings.self_service, name)
+    approved = conditions.Cond(reasons.APPROVED, "True" if decision.approved else "False", decision.reason,
+                               decision.message)  # fmt: skip
+    if not decision.approved:
+        # Nothing is provisioned or changed until a platform admin approves the request.
+        waiting = [
+            conditions.false(reasons.READY, decision.reason, decision.message),
+            conditions.false(reasons.RECONCILING, decision.reason, "waiting for approval"),
+            conditions.false(reasons.STALLED, decision.reason, ""),
+            approved,
+        ]
+        merged, _ = conditions.merge(current.get("conditions", []), waiting, generation)
+        status = {**current, "observedGeneration": generation, "conditions": merged}
+        if status != current:
+            recorder.event("Normal", reasons.EVENT_AWAITING_APPROVAL, decision.message)
+        return ReconcileResult(status, status != current, False, decision.message, 0)
+
+    was_cordoned = (conditions.get(current.get("conditions", []), reasons.CORDONED) or {}).get("status") == "True"
+    if project.cordoned != was_cordoned:
+        recorder.event(
+            "Normal",
+            reasons.EVENT_CORDONED if project.cordoned else reasons.EVENT_UNCORDONED,
+            cordon_condition(spec, project.cordoned).message,
+        )
+    pairs = []
+    for adapter in adapters(project, backends, settings):
+        pairs.append((adapter, await managed.reconcile_part(adapter, recorder)))
+    by_part: dict[str, list[managed.PartOutcome]] = {}
+    for adapter, outcome in pairs:
+        by_part.setdefault(adapter.part, []).append(outcome)
+    parts = [combine(part, outcomes) for part, outcomes in by_part.items()]
+    computed = parts + conditions.summarize(parts) + [cordon_condition(spec, project.cordoned), approved]
+    merged, _ = conditions.merge(current.get("conditions", []), computed, generation)
+    members = member_statuses(spec, today, pairs)
     status = {
         **current,
         "observedGeneration": generation,
         "conditions": merged,
         "namespace": project.namespace.name,
         "bucket": project.bucket.name,
-        "memberCount": sum(1 for m in members if m["state"] != "Expired"),
+        "group": project.group,
+        "memberCount": len(project.active),
         "members": members,
     }
-    retry = any(o.retry for o in outcomes)
-    not_ready = [o.condition for o in outcomes if o.condition.status != "True"]
+    retry = any(o.retry for _, o in pairs)
+    not_ready = [c for c in parts if c.status != "True"]
     message = "; ".join(f"{c.type}: {c.message}" for c in not_ready)
-    return ReconcileResult(status, status != current, retry, message, sum(o.wrote for o in outcomes))
+    return ReconcileResult(status, status != current, retry, message, sum(o.wrote for _, o in pairs))
 
 
 async def finalize(
-    *, name: str, raw_spec: Mapping[str, Any], backends: Backends, settings: OperatorSettings, recorder: Recorder
+    *,
+    name: str,
+    raw_spec: Mapping[str, Any],
+    backends: Backends,
+    settings: OperatorSettings,
+    recorder: Recorder,
+    today: datetime.date,
 ) -> managed.FinalizeOutcome:
     """Remove (or retain, per deletionPolicy) every part, in reverse order; done when all agree."""
     try:
         spec = ResearchProjectSpec.model_validate(dict(raw_spec))
-        project = plan(name, spec, settings)
+        project = plan(name, spec, settings, today)
     except (pydantic.ValidationError, InvalidPlan):
         # A spec that never planned never created anything: there is nothing to remove.
         return managed.FinalizeOutcome(True, "nothing was provisioned for an invalid spec")
     messages = []
-    for adapter in reversed(adapters(project, backends)):
+    for adapter in reversed(adapters(project, backends, settings)):
         outcome = await managed.finalize_part(adapter, spec.deletion_policy, recorder)
         if not outcome.done:
             return outcome

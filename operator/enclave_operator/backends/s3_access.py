@@ -1,0 +1,345 @@
+"""Adapters for access to a project's bucket on MinIO: the bucket policies, the project credential
+(a MinIO user whose keys live in a Secret in the project namespace) and the members' groups.
+
+Policies allow exactly one bucket: `<bucket>-rw` and `<bucket>-ro`. Members reach the bucket through
+two MinIO groups, `<group>-rw` (owner, maintainer, member) and `<group>-ro` (viewer; everyone while
+cordoned). Members must exist as MinIO users (synchronised from the identity provider); those who do
+not are reported per member as `NoAccount`, never a failure of the whole part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Secret
+
+from enclave_operator import reasons
+from enclave_operator.api.research_project import DeletionPolicy
+from enclave_operator.backends import kube
+from enclave_operator.backends.adapter import DeleteOutcome, Observation
+from enclave_operator.backends.errors import BackendRejected
+from enclave_operator.backends.kube_namespace import MANAGED_BY, MANAGED_BY_LABEL, PROJECT_LABEL
+from enclave_operator.backends.s3_minio import ALREADY_APPLIED, NOT_FOUND_CODES, AdminError, S3Clients, s3_call
+from minio import Minio
+
+READ_BUCKET = ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketVersions"]
+READ_OBJECTS = ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging"]
+WRITE_BUCKET = ["s3:ListBucketMultipartUploads"]
+WRITE_OBJECTS = [
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:PutObjectTagging",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+]
+SECRET_NAME = "project-s3"
+"""The Secret in the project namespace that holds the project credential."""
+
+
+def bucket_policy(bucket: str, writable: bool) -> dict[str, Any]:
+    """An IAM policy that allows one bucket and nothing else."""
+    bucket_actions = READ_BUCKET + (WRITE_BUCKET if writable else [])
+    object_actions = READ_OBJECTS + (WRITE_OBJECTS if writable else [])
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": sorted(bucket_actions), "Resource": [f"arn:aws:s3:::{bucket}"]},
+            {"Effect": "Allow", "Action": sorted(object_actions), "Resource": [f"arn:aws:s3:::{bucket}/*"]},
+        ],
+    }
+
+
+def policy_names(bucket: str) -> tuple[str, str]:
+    return f"{bucket}-rw", f"{bucket}-ro"
+
+
+def _normalise(policy: Mapping[str, Any]) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    def as_list(value: Any) -> list[str]:
+        return [value] if isinstance(value, str) else list(value or [])
+
+    return sorted(
+        (str(s.get("Effect")), tuple(sorted(as_list(s.get("Action")))), tuple(sorted(as_list(s.get("Resource")))))
+        for s in policy.get("Statement", [])
+    )
+
+
+async def _admin_or_none(what: str, fn: Any) -> Any:
+    """The admin call's result, or None when MinIO says the thing does not exist."""
+    try:
+        return await s3_call(what, fn)
+    except AdminError as error:
+        if error.code in NOT_FOUND_CODES:
+            return None
+        raise
+
+
+async def _attach(clients: S3Clients, policy: str, *, user: str | None = None, group: str | None = None) -> None:
+    try:
+        await s3_call(f"attach policy {policy}", lambda: clients.admin.attach_policy([policy], user=user, group=group))
+    except AdminError as error:
+        if error.code != ALREADY_APPLIED:
+            raise
+
+
+async def _detach(clients: S3Clients, policy: str, *, user: str | None = None, group: str | None = None) -> None:
+    try:
+        await s3_call(f"detach policy {policy}", lambda: clients.admin.detach_policy([policy], user=user, group=group))
+    except AdminError as error:
+        if error.code != ALREADY_APPLIED and error.code not in NOT_FOUND_CODES:
+            raise
+
+
+def _attached(info: Mapping[str, Any] | None) -> set[str]:
+    names = str((info or {}).get("policyName") or (info or {}).get("policy") or "")
+    return {n for n in names.split(",") if n}
+
+
+class BucketPoliciesAdapter:
+    part = reasons.STORAGE_READY
+    noun = "BucketPolicy"
+    member_key = "storage"
+
+    def __init__(self, clients: S3Clients, bucket: str) -> None:
+        self._c, self._bucket = clients, bucket
+
+    def _desired(self) -> dict[str, dict[str, Any]]:
+        rw, ro = policy_names(self._bucket)
+        return {rw: bucket_policy(self._bucket, True), ro: bucket_policy(self._bucket, False)}
+
+    async def observe(self) -> Observation:
+        diffs, found = [], 0
+        for name, policy in self._desired().items():
+            text = await _admin_or_none(f"read policy {name}", lambda n=name: self._c.admin.policy_info(n))
+            if text is None:
+                diffs.append(f"policy {name} missing")
+                continue
+            found += 1
+            if _normalise(json.loads(text)) != _normalise(policy):
+                diffs.append(f"policy {name} differs")
+        return Observation(found > 0, not diffs, "; ".join(diffs), self._bucket)
+
+    async def create(self) -> None:
+        await self._converge()
+
+    async def update(self, observation: Observation) -> None:
+        await self._converge()
+
+    async def _converge(self) -> None:
+        for name, policy in self._desired().items():
+            await s3_call(f"write policy {name}", lambda n=name, p=policy: self._c.admin.policy_add(n, policy=p))
+
+    async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
+        for name in self._desired():
+            await _admin_or_none(f"remove policy {name}", lambda n=name: self._c.admin.policy_remove(n))
+        return DeleteOutcome.DELETED
+
+
+@dataclasses.dataclass(frozen=True)
+class DesiredCredential:
+    project: str
+    namespace: str
+    bucket: str
+    access_key: str
+    writable: bool
+    """False while the project is cordoned: the credential can read but not write."""
+
+
+class ProjectCredentialAdapter:
+    """A MinIO user for the project's workloads; its keys in Secret `project-s3` in the namespace.
+
+    Crash safety: the Secret (with a new random secret key) is written before the MinIO user is
+    created from it, and an existing Secret is never regenerated, so a run killed at any line
+    converges to a user whose keys match the Secret.
+    """
+
+    part = reasons.STORAGE_READY
+    noun = "Credential"
+    member_key = "storage"
+
+    def __init__(self, clients: S3Clients, kube_client: AsyncClient, desired: DesiredCredential) -> None:
+        self._c, self._k, self._d = clients, kube_client, desired
+
+    def _policy(self) -> str:
+        rw, ro = policy_names(self._d.bucket)
+        return rw if self._d.writable else ro
+
+    async def _secret(self) -> Secret | None:
+        try:
+            return await kube.call(
+                f"read secret {SECRET_NAME}", self._k.get(Secret, SECRET_NAME, namespace=self._d.namespace)
+            )
+        except kube.NotFound:
+            return None
+
+    async def observe(self) -> Observation:
+        secret = await self._secret()
+        info_text = await _admin_or_none(
+            f"read user {self._d.access_key}", lambda: self._c.admin.user_info(self._d.access_key)
+        )
+        if secret is None or info_text is None:
+            return Observation(False, False, "credential missing", self._d.access_key)
+        diffs = []
+        attached = _attached(json.loads(info_text))
+        if attached != {self._policy()}:
+            diffs.append(f"credential policy {','.join(sorted(attached)) or 'none'}, want {self._policy()}")
+        secret_key = _secret_value(secret, "AWS_SECRET_ACCESS_KEY")
+        if not secret_key or not await self._authenticates(secret_key):
+            diffs.append("the keys in the Secret do not authenticate")
+        return Observation(True, not diffs, "; ".join(diffs), self._d.access_key)
+
+    async def _authenticates(self, secret_key: str) -> bool:
+        conn = self._c.conn
+        client = Minio(conn.endpoint, access_key=self._d.access_key, secret_key=secret_key, secure=conn.secure,
+                       http_client=self._c.http)  # fmt: skip
+        try:
+            await s3_call("check project credential", lambda: client.bucket_exists(self._d.bucket))
+        except BackendRejected:
+            return False
+        return True
+
+    async def create(self) -> None:
+        await self._converge()
+
+    async def update(self, observation: Observation) -> None:
+        await self._converge()
+
+    async def _converge(self) -> None:
+        secret = await self._secret()
+        secret_key = _secret_value(secret, "AWS_SECRET_ACCESS_KEY") if secret else None
+        if not secret_key:
+            secret_key = secrets.token_urlsafe(30)
+            await self._write_secret(secret_key, replace=secret is not None)
+        await s3_call(
+            f"write user {self._d.access_key}", lambda: self._c.admin.user_add(self._d.access_key, secret_key)
+        )
+        info = json.loads(await s3_call("read user", lambda: self._c.admin.user_info(self._d.access_key)))
+        for extra in _attached(info) - {self._policy()}:
+            await _detach(self._c, extra, user=self._d.access_key)
+        await _attach(self._c, self._policy(), user=self._d.access_key)
+
+    async def _write_secret(self, secret_key: str, *, replace: bool) -> None:
+        conn = self._c.conn
+        secret = Secret(
+            metadata=ObjectMeta(
+                name=SECRET_NAME,
+                namespace=self._d.namespace,
+                labels={PROJECT_LABEL: self._d.project, MANAGED_BY_LABEL: MANAGED_BY},
+            ),
+            type="Opaque",
+            stringData={
+                "AWS_ACCESS_KEY_ID": self._d.access_key,
+                "AWS_SECRET_ACCESS_KEY": secret_key,
+                "S3_ENDPOINT": f"{'https' if conn.secure else 'http'}://{conn.endpoint}",
+                "S3_BUCKET": self._d.bucket,
+            },
+        )
+        if replace:
+            await kube.call("replace project secret", self._k.replace(secret))
+        else:
+            await kube.call("create project secret", self._k.create(secret))
+
+    async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
+        """Both policies revoke the credential; the Secret goes with it."""
+        await _admin_or_none(f"remove user {self._d.access_key}", lambda: self._c.admin.user_remove(self._d.access_key))
+        try:
+            await kube.call("delete project secret", self._k.delete(Secret, SECRET_NAME, namespace=self._d.namespace))
+        except kube.NotFound:
+            pass
+        return DeleteOutcome.DELETED
+
+
+def _secret_value(secret: Secret | None, key: str) -> str | None:
+    import base64
+
+    if secret is None or not secret.data or key not in secret.data:
+        return None
+    return base64.b64decode(secret.data[key]).decode()
+
+
+@dataclasses.dataclass(frozen=True)
+class DesiredGroups:
+    group: str
+    bucket: str
+    readers: Sequence[str]
+    writers: Sequence[str]
+
+
+class MemberGroupsAdapter:
+    """Two MinIO groups per project holding exactly the members who exist as MinIO users."""
+
+    part = reasons.STORAGE_READY
+    noun = "Group"
+    member_key = "storage"
+
+    def __init__(self, clients: S3Clients, desired: DesiredGroups) -> None:
+        self._c, self._d = clients, desired
+        self._known: set[str] = set()
+
+    def _groups(self) -> dict[str, tuple[str, list[str]]]:
+        rw, ro = policy_names(self._d.bucket)
+        known = self._known
+        return {
+            f"{self._d.group}-rw": (rw, sorted(u for u in self._d.writers if u in known)),
+            f"{self._d.group}-ro": (ro, sorted(u for u in self._d.readers if u in known)),
+        }
+
+    async def observe(self) -> Observation:
+        self._known = set(json.loads(await s3_call("list users", self._c.admin.user_list) or "{}"))
+        diffs, present, members = [], 0, {}
+        for group, (policy, wanted) in self._groups().items():
+            info_text = await _admin_or_none(f"read group {group}", lambda g=group: self._c.admin.group_info(g))
+            info = json.loads(info_text) if info_text else None
+            actual = sorted((info or {}).get("members") or [])
+            present += info is not None
+            access = "ReadWrite" if group.endswith("-rw") else "ReadOnly"
+            for user in actual:
+                members[user] = access
+            if actual != wanted:
+                diffs.append(f"group {group} members differ")
+            if wanted and _attached(info) != {policy}:
+                diffs.append(f"group {group} policy differs")
+        for user in set(self._d.readers) | set(self._d.writers):
+            if user not in self._known:
+                members[user] = "NoAccount"
+        return Observation(present > 0, not diffs, "; ".join(diffs), self._d.group, members=members)
+
+    async def create(self) -> None:
+        await self._converge()
+
+    async def update(self, observation: Observation) -> None:
+        await self._converge()
+
+    async def _converge(self) -> None:
+        for group, (policy, wanted) in self._groups().items():
+            info_text = await _admin_or_none(f"read group {group}", lambda g=group: self._c.admin.group_info(g))
+            info = json.loads(info_text) if info_text else {}
+            actual = set(info.get("members") or [])
+            extra = sorted(actual - set(wanted))
+            if extra:
+                await s3_call(f"remove members of {group}", lambda g=group, e=extra: self._c.admin.group_remove(g, e))
+            if not wanted:
+                if info:
+                    await _admin_or_none(f"remove group {group}", lambda g=group: self._c.admin.group_remove(g))
+                continue
+            missing = sorted(set(wanted) - actual)
+            if missing:
+                await s3_call(f"add members to {group}", lambda g=group, m=missing: self._c.admin.group_add(g, m))
+            await _attach(self._c, policy, group=group)
+
+    async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
+        for group in (f"{self._d.group}-rw", f"{self._d.group}-ro"):
+            info_text = await _admin_or_none(f"read group {group}", lambda g=group: self._c.admin.group_info(g))
+            if info_text is None:
+                continue
+            members = json.loads(info_text).get("members") or []
+            if members:
+                await s3_call(f"empty group {group}", lambda g=group, m=members: self._c.admin.group_remove(g, m))
+            await _admin_or_none(f"remove group {group}", lambda g=group: self._c.admin.group_remove(g))
+        return DeleteOutcome.DELETED

@@ -79,8 +79,8 @@ def minio(run_dir: RunDir) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> Cluster:
     """The committed CRDs and the shipped ClusterRoles installed, the CRDs Established."""
-    cluster.run("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-    cluster.run("apply", "--server-side", "-f", str(REPO_ROOT / "manifests" / "rbac"))
+    cluster.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    cluster.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "manifests" / "rbac"))
     cluster.run("wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
                 "app.kubernetes.io/part-of=enclave-operator")  # fmt: skip
     return cluster
@@ -128,3 +128,12 @@ def s3(minio: dict[str, Any]) -> s3_minio.S3Clients:
     """Admin clients of the test MinIO (the operator's own view of it)."""
     conn = s3_minio.S3Connection(minio["endpoint"], minio["access_key"], minio["secret_key"], secure=False)
     return s3_minio.S3Clients(conn)
+
+
+@pytest.fixture(scope="session")
+def people(s3: s3_minio.S3Clients) -> dict[str, str]:
+    """Researchers as MinIO users (as an identity-provider sync would create them): name → secret key."""
+    users = {name: secrets.token_urlsafe(18) for name in ("alice", "bob", "carol", "dave")}
+    for name, secret in users.items():
+        s3.admin.user_add(name, secret)
+    return users

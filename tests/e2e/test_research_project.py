@@ -13,7 +13,7 @@ from enclave_operator.backends import s3_minio
 from support import timeouts
 from support.builders import ProjectBuilder
 from support.cluster import Cluster
-from support.operator import OperatorProcess
+from support.operator import OperatorProcess, write_config
 from support.projects import condition, events_for, wait_gone, wait_ready
 from support.wait import wait_for
 
@@ -155,7 +155,9 @@ def test_metrics_count_reconciles_per_kind(crds: Cluster, operator: OperatorProc
 
 
 def test_json_logs_are_one_object_per_line(crds: Cluster, operator: OperatorProcess, tmp_path: Path) -> None:
-    second = OperatorProcess(operator.kubeconfig, operator.config, operator.minio, tmp_path / "json.log")
+    # Its own configuration without the webhook: a second webhook server would unregister the first's on exit.
+    config = write_config(tmp_path / "config.yaml", operator.minio)
+    second = OperatorProcess(operator.kubeconfig, config, operator.minio, tmp_path / "json.log")
     second.extra_args = ["--log-format", "json"]
     second.start()
     second.stop()

@@ -19,7 +19,7 @@ from support.wait import Fatal, wait_for
 def write_config(path: Path, minio: dict[str, Any], **overrides: Any) -> Path:
     config: dict[str, Any] = {
         "s3": {"endpoint": minio["endpoint"], "secure": False, "timeoutSeconds": 5},
-        "intervals": {"resyncSeconds": 30, "retrySeconds": 2},
+        "intervals": {"resyncSeconds": 5, "retrySeconds": 2},
     }
     config.update(overrides)
     path.write_text(yaml.safe_dump(config))
@@ -85,3 +85,11 @@ class OperatorProcess:
 
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             return str(response.read().decode())
+
+    def backend_writes(self) -> float:
+        """Sum of enclave_backend_writes_total over every part and action."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith("enclave_backend_writes_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total

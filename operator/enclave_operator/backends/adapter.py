@@ -32,6 +32,11 @@ class Observation:
     """The thing is being deleted by its backend; finalization counts it as gone."""
     members: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Per member username, the member's access in this backend (e.g. Granted, ReadOnly, Missing)."""
+    degraded_reason: str = ""
+    """Set when the thing is as desired as it can be but something outside the operator's reach is wrong
+    (e.g. MembersMissing: users that do not exist in the directory). The part's condition goes False
+    with this reason and `degraded_message`; no fast retry: the resync timer looks again."""
+    degraded_message: str = ""
 
 
 NOT_FOUND = Observation(exists=False, up_to_date=False)

@@ -88,6 +88,9 @@ async def reconcile_part(adapter: Adapter, recorder: Recorder) -> PartOutcome:
             observation = await _timed(adapter, "observe", adapter.observe())
         except BackendError as error:
             return _failed(adapter, "Observe", error, recorder)
+    if observation.up_to_date and observation.degraded_reason:
+        cond = conditions.false(adapter.part, observation.degraded_reason, observation.degraded_message)
+        return PartOutcome(cond, observation, False, wrote)
     if observation.up_to_date:
         cond = conditions.true(
             adapter.part,

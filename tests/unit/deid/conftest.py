@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from deid_helpers import KEY
 
 from enclave_operator.deid.config import DeidConfig, parse_config
 from enclave_operator.deid.keys import Keys
+from support.deid_helpers import KEY
 
 
 @pytest.fixture

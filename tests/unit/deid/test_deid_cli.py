@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from deid_helpers import KEY, ct_small, make_instance, write
 from pydicom.data import get_testdata_files
 
 from enclave_operator.deid.cli import main
+from support.deid_helpers import KEY, ct_small, make_instance, write
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from deid_helpers import ct_small, make_instance, write
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -17,6 +16,7 @@ from enclave_operator.deid.config import parse_config
 from enclave_operator.deid.dicom import DicomDeidentifier
 from enclave_operator.deid.keys import Keys
 from enclave_operator.deid.pipeline import run_dicom
+from support.deid_helpers import ct_small, make_instance, write
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,6 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from deid_helpers import make_instance
 
 from enclave_operator.deid.config import parse_config
 from enclave_operator.deid.dicom import DicomDeidentifier
@@ -22,6 +21,7 @@ from enclave_operator.deid.fhir import (
     verify_fhir,
 )
 from enclave_operator.deid.keys import Keys
+from support.deid_helpers import make_instance
 
 pytestmark = pytest.mark.unit
 

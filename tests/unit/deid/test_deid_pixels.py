@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from deid_helpers import ct_small, write
 from pydicom.data import get_testdata_file
 
 from enclave_operator.deid.config import parse_config
 from enclave_operator.deid.pipeline import run_dicom
 from enclave_operator.deid.pixels import PixelPolicy
+from support.deid_helpers import ct_small, write
 
 pytestmark = pytest.mark.unit
 

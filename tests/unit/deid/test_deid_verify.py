@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from deid_helpers import make_instance, write
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -17,6 +16,7 @@ from enclave_operator.deid.dicom import DicomDeidentifier
 from enclave_operator.deid.keys import Keys
 from enclave_operator.deid.pipeline import run_dicom, verify_dicom_dirs
 from enclave_operator.deid.verify import verify_dataset
+from support.deid_helpers import make_instance, write
 
 pytestmark = pytest.mark.unit
 

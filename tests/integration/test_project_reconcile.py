@@ -1,0 +1,104 @@
+"""The ResearchProject reconciler against the real API server and real MinIO, driven with explicit
+dates: what the resync timer does when a governance date passes without anyone touching the object."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import ResourceQuota
+from lightkube.resources.rbac_authorization_v1 import RoleBinding
+
+from enclave_operator.backends import s3_minio
+from enclave_operator.engine.recorder import ListRecorder
+from enclave_operator.reconcilers import research_project
+from enclave_operator.settings import parse
+from support.builders import ProjectBuilder
+from support.s3users import can, client_for
+
+VALID_UNTIL = datetime.date(2030, 1, 1)
+
+
+Outcome = tuple[research_project.ReconcileResult, ListRecorder]
+
+
+async def _run(kube: AsyncClient, s3: s3_minio.S3Clients, minio: dict[str, Any], name: str, spec: dict,
+               status: dict | None, today: datetime.date) -> Outcome:  # fmt: skip
+    settings = parse({"s3": {"endpoint": minio["endpoint"], "secure": False}})
+    recorder = ListRecorder()
+    result = await research_project.reconcile(
+        name=name, generation=1, raw_spec=spec, current_status=status,
+        backends=research_project.Backends(kube, s3), settings=settings, recorder=recorder, today=today,
+    )  # fmt: skip
+    return result, recorder
+
+
+def _cond(status: dict, type_: str) -> dict:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+async def test_the_date_alone_cordons_and_a_repeat_writes_nothing(
+    kube: AsyncClient, s3: s3_minio.S3Clients, minio: dict[str, Any], people: dict[str, str], project_name: str
+) -> None:
+    spec = ProjectBuilder(project_name).member("bob").valid_until(VALID_UNTIL.isoformat()).deletion("Delete").spec()
+    first, _ = await _run(kube, s3, minio, project_name, spec, None, VALID_UNTIL)
+    assert _cond(first.status, "Ready")["status"] == "True", first.message
+    assert _cond(first.status, "Cordoned")["status"] == "False", "the last valid day is not cordoned"
+    s3.s3.put_object(project_name, "probe.txt", io.BytesIO(b"x"), 1)
+    bob = client_for(minio, "bob", people["bob"])
+    assert can("write", bob, project_name)
+
+    # The timer's next run, the day after validUntil: same spec, same generation, nobody touched anything.
+    later = VALID_UNTIL + datetime.timedelta(days=1)
+    cordoned, recorder = await _run(kube, s3, minio, project_name, spec, first.status, later)
+    assert cordoned.changed and cordoned.writes > 0
+    assert _cond(cordoned.status, "Cordoned")["status"] == "True"
+    assert _cond(cordoned.status, "Ready")["status"] == "True"
+    assert ("Normal", "CordonedProject") in {(t, r) for t, r, _ in recorder.events}
+    quota = await kube.get(ResourceQuota, "enclave-quota", namespace=project_name)
+    assert quota.spec.hard["pods"] == "0"
+    bindings = [b.metadata.name async for b in kube.list(RoleBinding, namespace=project_name)]
+    assert sorted(bindings) == ["enclave-project-group", "enclave-viewer"]
+    assert can("read", bob, project_name) and not can("write", bob, project_name)
+
+    again, recorder = await _run(kube, s3, minio, project_name, spec, cordoned.status, later)
+    assert (again.writes, again.changed, recorder.events) == (0, False, []), "a quiet resync must not write"
+
+    finalized = await research_project.finalize(
+        name=project_name, raw_spec=spec, backends=research_project.Backends(kube, s3),
+        settings=parse({"s3": {"endpoint": minio["endpoint"]}}), recorder=ListRecorder(), today=later,
+    )  # fmt: skip
+    assert finalized.done
+    assert not s3.s3.bucket_exists(project_name)
+    assert project_name + "-app" not in json.loads(s3.admin.user_list())
+
+
+async def test_an_unreachable_minio_fails_only_the_storage_part(
+    kube: AsyncClient, s3: s3_minio.S3Clients, minio: dict[str, Any], project_name: str
+) -> None:
+    from localenv.runtime import free_port
+
+    spec = ProjectBuilder(project_name).deletion("Delete").spec()
+    dead = {**minio, "endpoint": f"127.0.0.1:{free_port()}"}
+    conn = s3_minio.S3Connection(dead["endpoint"], minio["access_key"], minio["secret_key"], secure=False,
+                                 timeout_seconds=2)  # fmt: skip
+    result, recorder = await _run(kube, s3_minio.S3Clients(conn), dead, project_name, spec, None, VALID_UNTIL)
+    assert _cond(result.status, "NamespaceReady")["status"] == "True"
+    storage = _cond(result.status, "StorageReady")
+    assert storage["status"] == "False" and storage["reason"] == "BackendUnavailable"
+    assert minio["secret_key"] not in json.dumps(result.status) + repr(recorder.events), "no secret in status/events"
+    assert result.retry
+    assert (
+        _cond(result.status, "Ready")["status"] == "False"
+        and "StorageReady" in _cond(result.status, "Ready")["message"]
+    )
+    # The store comes back: the next run converges.
+    healed, _ = await _run(kube, s3, minio, project_name, spec, result.status, VALID_UNTIL)
+    assert _cond(healed.status, "Ready")["status"] == "True"
+    await research_project.finalize(
+        name=project_name, raw_spec=spec, backends=research_project.Backends(kube, s3),
+        settings=parse({"s3": {"endpoint": minio["endpoint"]}}), recorder=ListRecorder(), today=VALID_UNTIL,
+    )  # fmt: skip

@@ -1,20 +1,28 @@
-"""`make demo`: the local plane and MinIO, the CRDs, the operator as a managed process, and the example
-project, left running. `make down` stops everything it started (every process is in .run/state.json).
+"""`make demo`: the local control plane with every backend (MinIO, FreeIPA test server, slapd, Slurm,
+Orthanc), the CRDs, the operator as a managed process, and the example project, left running.
+`make down` stops everything it started (every process is in .run/state.json).
 """
 
 from __future__ import annotations
 
+import json
+import secrets
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from localenv import environment  # noqa: E402
+from localenv.certs import loopback_server_cert  # noqa: E402
 from localenv.runtime import REPO_ROOT, RunDir, Service, ServiceError, free_port, http_ok  # noqa: E402
 
+PEOPLE = ("alice", "bob", "carol", "dave")
 EXAMPLE = REPO_ROOT / "manifests" / "examples" / "research-project.yaml"
 KUBECTL = str(REPO_ROOT / ".cache" / "bin" / "kubectl")
 
@@ -28,14 +36,55 @@ def kubectl(run: RunDir, *args: str) -> str:
     return result.stdout
 
 
-def operator_service(run: RunDir, minio: dict[str, str]) -> Service:
+def seed_people(run: RunDir, facts: dict[str, Any]) -> dict[str, str]:
+    """Researchers as the identity provider and its S3 sync would know them (passwords kept in .run/)."""
+    from minio.credentials import StaticProvider
+    from minio.minioadmin import MinioAdmin
+    from python_freeipa import ClientMeta
+
+    ipa = facts["freeipa"]
+    admin = ClientMeta(host=ipa["host"], verify_ssl=ipa["ca_cert"], dns_discovery=False)
+    admin.login(ipa["admin_user"], ipa["password"])
+    minio = facts["minio"]
+    s3 = MinioAdmin(endpoint=minio["endpoint"], credentials=StaticProvider(minio["access_key"], minio["secret_key"]),
+                    secure=False)  # fmt: skip
+    people_file = run.path / "demo-people.json"
+    people = json.loads(people_file.read_text()) if people_file.exists() else {}
+    for name in PEOPLE:
+        people.setdefault(name, secrets.token_urlsafe(18))
+        try:
+            admin.user_add(name, o_givenname=name.capitalize(), o_sn="Researcher", o_cn=f"{name.capitalize()} R")
+        except Exception as error:  # noqa: BLE001 - already there on a second `make demo`
+            if "already exists" not in str(error):
+                raise
+        s3.user_add(name, people[name])
+    people_file.write_text(json.dumps(people, indent=2))
+    people_file.chmod(0o600)
+    return people
+
+
+def operator_service(run: RunDir, facts: dict[str, Any]) -> Service:
+    minio, ipa, slurm = facts["minio"], facts["freeipa"], facts["slurm"]
+    tls = loopback_server_cert(run.path / "webhook-tls", "webhook")
     config = run.path / "operator-config.yaml"
     config.write_text(
-        textwrap.dedent(f"""\
-            s3: {{endpoint: "{minio["endpoint"]}", secure: false}}
-            intervals: {{resyncSeconds: 60, retrySeconds: 5}}
-        """)
-    )
+        yaml.safe_dump(
+            {
+                "s3": {"endpoint": minio["endpoint"], "secure": False},
+                "intervals": {"resyncSeconds": 60, "retrySeconds": 5},
+                "identity": {
+                    "provider": "freeipa",
+                    "freeipa": {"url": ipa["url"], "caFile": ipa["ca_cert"], "username": ipa["admin_user"]},
+                },
+                "slurm": {"slurmConf": slurm["slurm_conf"], "cluster": slurm["cluster"]},
+                "webhook": {
+                    "enabled": True, "listenAddress": "127.0.0.1", "port": free_port(), "host": "127.0.0.1",
+                    "certFile": tls["cert"], "keyFile": tls["key"], "caFile": tls["ca_cert"],
+                },
+            }
+        )
+    )  # fmt: skip
+    config.chmod(0o600)
     liveness, metrics = free_port(), free_port()
     return Service(
         name="enclave-operator",
@@ -54,6 +103,7 @@ def operator_service(run: RunDir, minio: dict[str, str]) -> Service:
             "KUBECONFIG": str(run.path / "kubeconfig"),
             "ENCLAVE_S3_ACCESS_KEY": minio["access_key"],
             "ENCLAVE_S3_SECRET_KEY": minio["secret_key"],
+            "ENCLAVE_IPA_PASSWORD": ipa["password"],
         },
         ready=lambda: http_ok(f"http://127.0.0.1:{liveness}/healthz"),
         facts={"liveness": f"http://127.0.0.1:{liveness}/healthz", "metrics": f"http://127.0.0.1:{metrics}/metrics"},
@@ -63,15 +113,18 @@ def operator_service(run: RunDir, minio: dict[str, str]) -> Service:
 def up() -> int:
     run = RunDir()
     start = time.monotonic()
+    environment.build(environment.COMPONENTS)
     facts = environment.up(run, controllers=True)
-    kubectl(run, "apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+    seed_people(run, facts)
+    kubectl(run, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    kubectl(run, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "manifests" / "rbac"))
     kubectl(run, "wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
             "app.kubernetes.io/part-of=enclave-operator")  # fmt: skip
-    operator = run.start(operator_service(run, facts["minio"]))
+    operator = run.start(operator_service(run, facts))
     kubectl(run, "apply", "-f", str(EXAMPLE))
-    kubectl(run, "wait", "--for=condition=Ready", "--timeout=120s", "researchproject/onco-flow")
+    kubectl(run, "wait", "--for=condition=Ready", "--timeout=180s", "researchproject/onco-flow")
     print(kubectl(run, "get", "researchprojects", "-o", "wide"))
-    minio = facts["minio"]
+    minio, ipa, slurm = facts["minio"], facts["freeipa"], facts["slurm"]
     print(
         textwrap.dedent(f"""\
         Ready in {time.monotonic() - start:.0f}s. Everything keeps running; `make down` stops it.
@@ -79,9 +132,12 @@ def up() -> int:
           {environment.exports(run).replace(chr(10), chr(10) + "          ")}
           kubectl get enclave                       # every enclave object
           kubectl describe researchproject onco-flow
-          kubectl get namespace onco-flow --show-labels
+          kubectl get rolebindings,resourcequota,networkpolicies -n onco-flow
+          SLURM_CONF={slurm["slurm_conf"]} sacctmgr show assoc where account=onco-flow
 
           MinIO (S3):      http://{minio["endpoint"]}  (root credentials in {run.state_file})
+          FreeIPA (test):  {ipa["url"]}  (CA {ipa["ca_cert"]})
+          researchers:     alice, bob, carol, dave (MinIO passwords in {run.path / "demo-people.json"})
           operator log:    {run.logs / "enclave-operator.log"}
           operator health: {operator["liveness"]}
           metrics:         {operator["metrics"]}

@@ -18,12 +18,18 @@ import pytest
 from enclave_operator.backends import s3_minio
 from localenv import environment
 from localenv.certs import loopback_server_cert
+from localenv.freeipa_server import start_freeipa
 from localenv.minio import start_minio
+from localenv.orthanc import start_orthanc
 from localenv.plane import start_plane
 from localenv.runtime import REPO_ROOT, RunDir, free_port
 from support.cluster import Cluster, kind_cluster, kubectl_binary
+from support.identity import ipa_admin, seed_ipa_users
+from support.ingest import bundled, ct_series_copies, orthanc_store
 from support.operator import OperatorProcess, write_config
+from support.slurm import SlurmEnv
 
+INGEST_NAMESPACE = "enclave-ingest"
 NO_SKIP = os.environ.get("CI") == "true" or os.environ.get("ENCLAVE_NO_SKIP") == "1"
 _LAYERS = ("unit", "integration", "e2e", "contract")
 
@@ -87,7 +93,41 @@ def crds(cluster: Cluster) -> Cluster:
 
 
 @pytest.fixture(scope="session")
-def operator_config(tmp_path_factory: pytest.TempPathFactory, minio: dict[str, Any]) -> Path:
+def freeipa(run_dir: RunDir) -> dict[str, Any]:
+    """The FreeIPA test server (real wire protocol over TLS) with alice, bob, carol and dave."""
+    facts = start_freeipa(run_dir)
+    seed_ipa_users(ipa_admin(facts))
+    return facts
+
+
+@pytest.fixture(scope="session")
+def slurm(run_dir: RunDir) -> SlurmEnv:
+    """Real Slurm accounting: munged, MariaDB, slurmdbd and slurmctld with GresTypes=gpu."""
+    return SlurmEnv.start(run_dir)
+
+
+@pytest.fixture(scope="session")
+def orthanc(run_dir: RunDir) -> dict[str, Any]:
+    """The hospital's PACS: Orthanc with DICOMweb, loaded with a CT series (3 instances), an MR and a
+    secondary capture (which de-identification must quarantine)."""
+    facts = start_orthanc(run_dir)
+    for data in [
+        *ct_series_copies(3),
+        bundled("MR_small.dcm").read_bytes(),
+        bundled("SC_rgb_small_odd.dcm").read_bytes(),
+    ]:
+        orthanc_store(facts, data)
+    return facts
+
+
+@pytest.fixture(scope="session")
+def operator_config(
+    tmp_path_factory: pytest.TempPathFactory,
+    minio: dict[str, Any],
+    freeipa: dict[str, Any],
+    slurm: SlurmEnv,
+    orthanc: dict[str, Any],
+) -> Path:
     """The e2e operator's configuration: loopback MinIO, short intervals, the webhook with its own TLS."""
     directory = tmp_path_factory.mktemp("operator")
     tls = loopback_server_cert(directory / "tls", "webhook")
@@ -101,16 +141,38 @@ def operator_config(tmp_path_factory: pytest.TempPathFactory, minio: dict[str, A
         "caFile": tls["ca_cert"],
         "configurationName": f"t{secrets.token_hex(3)}.webhooks.enclave.io",
     }
-    return write_config(directory / "config.yaml", minio, webhook=webhook)
+    identity = {
+        "provider": "freeipa",
+        "freeipa": {"url": freeipa["url"], "caFile": freeipa["ca_cert"], "username": freeipa["admin_user"]},
+    }
+    slurm_config = {"slurmConf": str(slurm.conf), "cluster": slurm.facts["cluster"], "timeoutSeconds": 5}
+    ingest = {
+        "namespace": INGEST_NAMESPACE,
+        "pollSeconds": 1,
+        "sources": [
+            {"name": "research-pacs", "kind": "dicomweb", "url": orthanc["dicomweb_root"],
+             "credentialsSecret": "research-pacs-credentials"},
+            {"name": "open-pacs", "kind": "dicomweb", "url": orthanc["dicomweb_root"],
+             "credentialsSecret": "research-pacs-credentials", "preApproved": True},
+        ],
+    }  # fmt: skip
+    return write_config(directory / "config.yaml", minio, webhook=webhook, identity=identity, slurm=slurm_config,
+                        ingest=ingest)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def operator(
-    crds: Cluster, minio: dict[str, Any], operator_config: Path, tmp_path_factory: pytest.TempPathFactory
+    crds: Cluster,
+    minio: dict[str, Any],
+    freeipa: dict[str, Any],
+    operator_config: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     """One operator process for the e2e session; tests that kill it start it again."""
     log = tmp_path_factory.mktemp("operator-log") / "operator.log"
-    process = OperatorProcess(crds.kubeconfig, operator_config, minio, log).start()
+    process = OperatorProcess(crds.kubeconfig, operator_config, minio, log)
+    process.env["ENCLAVE_IPA_PASSWORD"] = freeipa["password"]
+    process.start()
     try:
         yield process
     finally:

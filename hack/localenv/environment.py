@@ -6,37 +6,46 @@ import shlex
 import subprocess
 from typing import Any
 
+from localenv.freeipa_server import start_freeipa
 from localenv.minio import start_minio
+from localenv.orthanc import start_orthanc
 from localenv.plane import start_plane
 from localenv.runtime import REPO_ROOT, RunDir, ServiceError
+from localenv.slapd import start_slapd
+from localenv.slurm import start_slurm
 
-COMPONENTS = ("plane", "minio")
+COMPONENTS = ("plane", "minio", "freeipa", "slapd", "slurm", "orthanc")
 _BUILDERS = {
-    "plane": REPO_ROOT / "hack" / "localplane" / "build.sh",
-    "minio": REPO_ROOT / "hack" / "minio" / "build.sh",
+    "plane": ["bash", str(REPO_ROOT / "hack" / "localplane" / "build.sh")],
+    "minio": ["bash", str(REPO_ROOT / "hack" / "minio" / "build.sh")],
+    "debian": ["bash", str(REPO_ROOT / "hack" / "install-debian-packages.sh")],
 }
+_NEEDS_DEBIAN = {"slapd", "slurm", "orthanc"}
 
 
-def build(components: list[str]) -> None:
-    """Run the cached Go builds of the given components."""
-    for component in components:
-        script = _BUILDERS.get(component)
-        if script is not None:
-            result = subprocess.run(["bash", str(script)])
-            if result.returncode != 0:
-                raise ServiceError(f"building {component} failed: bash {script}")
+def build(components: list[str] | tuple[str, ...]) -> None:
+    """Run the cached Go builds (and the Debian installs) the given components need."""
+    steps = [c for c in components if c in _BUILDERS]
+    if _NEEDS_DEBIAN & set(components):
+        steps.insert(0, "debian")
+    for step in steps:
+        if subprocess.run(_BUILDERS[step]).returncode != 0:
+            raise ServiceError(f"building {step} failed: {' '.join(_BUILDERS[step])}")
 
 
 def up(
     run: RunDir, *, components: list[str] | tuple[str, ...] = COMPONENTS, controllers: bool = False
 ) -> dict[str, Any]:
     """Start the requested components; already-running ones are reused."""
-    facts: dict[str, Any] = {}
-    if "plane" in components:
-        facts["plane"] = start_plane(run, controller_manager=controllers, scheduler=controllers)
-    if "minio" in components:
-        facts["minio"] = start_minio(run)
-    return facts
+    starters = {
+        "plane": lambda: start_plane(run, controller_manager=controllers, scheduler=controllers),
+        "minio": lambda: start_minio(run),
+        "freeipa": lambda: start_freeipa(run),
+        "slapd": lambda: start_slapd(run),
+        "slurm": lambda: start_slurm(run),
+        "orthanc": lambda: start_orthanc(run),
+    }
+    return {name: starters[name]() for name in COMPONENTS if name in components}
 
 
 def exports(run: RunDir) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from enclave_operator.reconcilers.approval import APPROVED_ANNOTATION, APPROVED_BY_ANNOTATION, parse_approval
-from enclave_operator.settings import KubernetesSettings, SelfServiceSettings
+from enclave_operator.settings import IngestSettings, KubernetesSettings, SelfServiceSettings
 
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 
@@ -94,3 +94,20 @@ def _check_approval(user: str, admin: bool, old: Mapping[str, str], new: Mapping
             raise Denied(f"metadata.annotations[{APPROVED_ANNOTATION}]: {error}") from None
         if new.get(APPROVED_BY_ANNOTATION) != user:
             raise Denied(f"metadata.annotations[{APPROVED_BY_ANNOTATION}]: must be your own name ({user})")
+
+
+INGEST_APPROVED_BY = "enclave.io/approved-by"
+
+
+def review_ingest(
+    *, requester: Requester, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, ingest: IngestSettings
+) -> None:
+    """A DataIngest's approval annotation may be set only by a data steward, under their own name."""
+    before = _annotations(old).get(INGEST_APPROVED_BY)
+    after = _annotations(new).get(INGEST_APPROVED_BY)
+    if before == after:
+        return
+    if not any(group in ingest.steward_groups for group in requester.groups):
+        raise Denied(f"metadata.annotations[{INGEST_APPROVED_BY}]: only data stewards may approve ingests")
+    if after is not None and after != requester.username:
+        raise Denied(f"metadata.annotations[{INGEST_APPROVED_BY}]: must be your own name ({requester.username})")

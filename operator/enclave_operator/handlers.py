@@ -14,15 +14,17 @@ import kopf
 
 from enclave_operator import admission, metrics
 from enclave_operator.api import GROUP, VERSION
+from enclave_operator.api.data_ingest import KIND as INGEST_KIND
 from enclave_operator.api.research_project import KIND as PROJECT_KIND
 from enclave_operator.engine import status as status_io
 from enclave_operator.engine.events import KubeRecorder
-from enclave_operator.reconcilers import research_project
+from enclave_operator.reconcilers import data_ingest, research_project
 from enclave_operator.runtime import Runtime
 from enclave_operator.settings import OperatorSettings
 
 ANNOTATION_PREFIX = GROUP
 PROJECTS = (GROUP, VERSION, PROJECT_KIND.plural)
+INGESTS = (GROUP, VERSION, INGEST_KIND.plural)
 
 
 def today() -> datetime.date:
@@ -41,7 +43,8 @@ def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.WARNING  # our recorder posts the meaningful Normal events
-    settings.execution.max_workers = 8
+    settings.execution.max_workers = 32  # blocking backend SDK calls run in this pool (asyncio.to_thread)
+    settings.background.cancellation_polling = 2  # a resync running when deletion starts delays it this long
     if config.webhook.enabled:
         hook = config.webhook
         settings.admission.server = kopf.WebhookServer(
@@ -145,6 +148,75 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                     kubernetes=config.kubernetes,
                     today=today(),
                 )
+            except admission.Denied as denied:
+                raise kopf.AdmissionError(str(denied), code=403) from None
+
+    async def _reconcile_ingest(body: kopf.Body, memo: kopf.Memo) -> None:
+        runtime: Runtime = memo.runtime
+        meta = body["metadata"]
+        start = time.perf_counter()
+        recorder = KubeRecorder(runtime.backends.kube, body)
+        async with runtime.locks[meta["uid"]]:
+            try:
+                result = await data_ingest.reconcile(
+                    body=body,
+                    backends=runtime.backends,
+                    settings=runtime.settings,
+                    recorder=recorder,
+                    now=datetime.datetime.now(datetime.UTC),
+                )
+                await recorder.flush()
+                if result.changed:
+                    await status_io.write_ingest_status(
+                        runtime.backends.kube, meta["namespace"], meta["name"], result.status
+                    )
+            except Exception:
+                metrics.RECONCILE_ERRORS.labels(kind=INGEST_KIND.kind).inc()
+                raise
+            finally:
+                metrics.RECONCILE_SECONDS.labels(kind=INGEST_KIND.kind).observe(time.perf_counter() - start)
+        metrics.RECONCILES.labels(kind=INGEST_KIND.kind, result="ok").inc()
+
+    @kopf.on.resume(*INGESTS, registry=registry, id="reconcile")
+    @kopf.on.create(*INGESTS, registry=registry, id="reconcile")
+    @kopf.on.update(*INGESTS, registry=registry, id="reconcile")
+    async def reconcile_ingest(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        await _reconcile_ingest(body, memo)
+
+    @kopf.timer(
+        *INGESTS,
+        registry=registry,
+        id="poll",
+        interval=config.ingest.poll_seconds,
+        when=lambda status, **_: (status or {}).get("phase") not in data_ingest.FINAL_PHASES,
+    )
+    async def poll_ingest(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Follow a running ingest: progress, the Job's outcome, verification."""
+        await _reconcile_ingest(body, memo)
+
+    @kopf.on.delete(*INGESTS, registry=registry, id="finalize")
+    async def delete_ingest(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        runtime: Runtime = memo.runtime
+        recorder = KubeRecorder(runtime.backends.kube, body)
+        async with runtime.locks[body["metadata"]["uid"]]:
+            outcome = await data_ingest.finalize(
+                body=body, backends=runtime.backends, settings=runtime.settings, recorder=recorder
+            )
+            await recorder.flush()
+        if not outcome.done:
+            raise kopf.TemporaryError(outcome.message, delay=runtime.settings.intervals.retry_seconds)
+        runtime.locks.pop(body["metadata"]["uid"], None)
+
+    if config.webhook.enabled:
+
+        @kopf.on.validate(*INGESTS, registry=registry, id="approval", operations=["CREATE", "UPDATE"])
+        def validate_ingest(userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None,
+                            body: kopf.Body, **_: Any) -> None:  # fmt: skip
+            """Only data stewards approve ingests, under their own name."""
+            requester = admission.Requester(str(userinfo.get("username", "")), tuple(userinfo.get("groups") or ()))
+            try:
+                admission.review_ingest(requester=requester, old=old, new=new if new is not None else body,
+                                        ingest=config.ingest)  # fmt: skip
             except admission.Denied as denied:
                 raise kopf.AdmissionError(str(denied), code=403) from None
 

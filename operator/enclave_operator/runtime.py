@@ -9,8 +9,8 @@ import dataclasses
 import httpx2
 from lightkube import AsyncClient
 
-from enclave_operator.backends import s3_minio
-from enclave_operator.reconcilers.research_project import Backends
+from enclave_operator.backends import identity_freeipa, identity_ldap, s3_minio, slurm_accounts
+from enclave_operator.reconcilers.research_project import Backends, IdentityClient
 from enclave_operator.settings import OperatorSettings
 
 KUBE_TIMEOUT_S = 15.0
@@ -39,7 +39,17 @@ class Runtime:
             timeout_seconds=settings.s3.timeout_seconds,
         )
         kube = AsyncClient(timeout=httpx2.Timeout(KUBE_TIMEOUT_S), field_manager="enclave-operator")
-        return cls(settings, Backends(kube=kube, s3=s3_minio.S3Clients(conn)))
+        identity: IdentityClient | None = None
+        if settings.identity is not None and settings.identity.provider == "freeipa":
+            assert settings.identity.freeipa is not None
+            identity = identity_freeipa.FreeIpaClient(settings.identity.freeipa)
+        elif settings.identity is not None:
+            assert settings.identity.ldap is not None
+            identity = identity_ldap.LdapClient(settings.identity.ldap)
+        slurm = slurm_accounts.Sacctmgr(settings.slurm) if settings.slurm is not None else None
+        return cls(settings, Backends(kube=kube, s3=s3_minio.S3Clients(conn), identity=identity, slurm=slurm))
 
     async def close(self) -> None:
         await self.backends.kube.close()
+        if self.backends.identity is not None:
+            await self.backends.identity.close()

@@ -8,18 +8,19 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 import yaml
 from pydantic.alias_generators import to_camel
 
+from enclave_operator.backends.identity_freeipa import FreeIpaSettings
+from enclave_operator.backends.identity_ldap import LdapSettings
+from enclave_operator.backends.slurm_accounts import SlurmSettings
+from enclave_operator.configerror import ConfigError
+
 CONFIG_ENV = "ENCLAVE_CONFIG"
 """Environment variable naming the configuration file when --config is not given."""
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; the message names every bad field."""
 
 
 class _Settings(pydantic.BaseModel):
@@ -34,8 +35,9 @@ class NamingSettings(_Settings):
     group: str = pydantic.Field(
         "proj-{project}", description="Identity group template; also the MinIO group prefix and RBAC group."
     )
+    slurm_account: str = pydantic.Field("{project}", description="Slurm account name template.")
 
-    @pydantic.field_validator("namespace", "bucket", "group")
+    @pydantic.field_validator("namespace", "bucket", "group", "slurm_account")
     @classmethod
     def _has_placeholder(cls, value: str) -> str:
         if "{project}" not in value:
@@ -136,6 +138,76 @@ class WebhookSettings(_Settings):
         return self
 
 
+class IngestSourceSettings(_Settings):
+    """A hospital source that DataIngests may name; its credentials stay in the ingest namespace."""
+
+    name: str = pydantic.Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=63, description="Source name.")
+    kind: Literal["dicomweb", "s3"] = pydantic.Field(description="What the source speaks.")
+    url: str | None = pydantic.Field(None, description="DICOMweb base URL (kind dicomweb), as workers reach it.")
+    endpoint: str | None = pydantic.Field(None, description="S3 host:port (kind s3), as workers reach it.")
+    secure: bool = pydantic.Field(True, description="HTTPS to an S3 source.")
+    credentials_secret: str | None = pydantic.Field(
+        None, description="Secret in the ingest namespace with keys username and password (or S3 keys)."
+    )
+    pre_approved: bool = pydantic.Field(
+        False, description="Ingests from this source need no data steward's approval (e.g. already anonymous)."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _address(self) -> IngestSourceSettings:
+        if self.kind == "dicomweb" and not (self.url and self.url.startswith(("http://", "https://"))):
+            raise ValueError(f"source {self.name}: url (http(s)://…) is required for kind dicomweb")
+        if self.kind == "s3" and not self.endpoint:
+            raise ValueError(f"source {self.name}: endpoint (host:port) is required for kind s3")
+        return self
+
+
+class IngestSettings(_Settings):
+    """Where and how DataIngest worker Jobs run."""
+
+    namespace: str = pydantic.Field(
+        "enclave-ingest",
+        description="Namespace of worker Jobs, source credentials and de-identification keys; researchers have "
+        "no access to it, so they never see source credentials or keys.",
+    )
+    image: str = pydantic.Field("enclave-operator:0.1.0", description="Worker image (holds this package).")
+    command: list[str] = pydantic.Field(
+        default_factory=lambda: ["enclave-ingest-worker"], description="Worker command inside the image."
+    )
+    steward_groups: list[str] = pydantic.Field(
+        default_factory=lambda: ["enclave:data-stewards"], description="Groups whose members approve ingests."
+    )
+    sources: list[IngestSourceSettings] = pydantic.Field(default_factory=list, description="Known sources.")
+    s3_endpoint: str | None = pydantic.Field(
+        None, description="S3 endpoint as workers reach it (host:port); default: s3.endpoint."
+    )
+    backoff_limit_per_index: int = pydantic.Field(2, ge=0, le=10, description="Retries of one shard's pod.")
+    active_deadline_seconds: int = pydantic.Field(
+        6 * 3600, ge=60, description="A Job running longer than this fails, seconds."
+    )
+    ttl_seconds_after_finished: int = pydantic.Field(
+        7 * 24 * 3600, ge=0, description="Finished worker Jobs are kept this long for their logs, seconds."
+    )
+    poll_seconds: float = pydantic.Field(5.0, ge=1, description="How often a running ingest's progress is read.")
+
+    def source(self, name: str) -> IngestSourceSettings | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+
+class IdentitySettings(_Settings):
+    """The identity provider holding project groups: FreeIPA (JSON-RPC) or a plain LDAP directory."""
+
+    provider: Literal["freeipa", "ldap"] = pydantic.Field(description="Which directory holds project groups.")
+    freeipa: FreeIpaSettings | None = pydantic.Field(None, description="FreeIPA connection (provider freeipa).")
+    ldap: LdapSettings | None = pydantic.Field(None, description="LDAP connection (provider ldap).")
+
+    @pydantic.model_validator(mode="after")
+    def _section_present(self) -> IdentitySettings:
+        if getattr(self, self.provider) is None:
+            raise ValueError(f"provider is {self.provider} but the {self.provider} section is missing")
+        return self
+
+
 class IntervalSettings(_Settings):
     """How often things happen."""
 
@@ -159,6 +231,9 @@ class OperatorSettings(_Settings):
         default_factory=SelfServiceSettings, description="Self-service tier and admins."
     )
     webhook: WebhookSettings = pydantic.Field(default_factory=WebhookSettings, description="Admission webhook.")
+    ingest: IngestSettings = pydantic.Field(default_factory=IngestSettings, description="DataIngest workers.")
+    identity: IdentitySettings | None = pydantic.Field(None, description="Identity groups; absent means none.")
+    slurm: SlurmSettings | None = pydantic.Field(None, description="Slurm accounting; absent means no Slurm.")
 
 
 def _format_errors(error: pydantic.ValidationError) -> str:
@@ -191,4 +266,8 @@ def load(path: Path | str | None = None) -> OperatorSettings:
         raise ConfigError(f"configuration {path} is not valid YAML: {error}") from None
     settings = parse(data, str(path))
     settings.s3.credentials()  # fail at start-up, not at the first reconcile
+    if settings.identity is not None:
+        section = settings.identity.freeipa if settings.identity.provider == "freeipa" else settings.identity.ldap
+        assert section is not None
+        section.password()
     return settings

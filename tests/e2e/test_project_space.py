@@ -15,6 +15,7 @@ from enclave_operator.backends import s3_minio
 from support import timeouts
 from support.builders import ProjectBuilder
 from support.cluster import Cluster
+from support.identity import ipa_admin, ipa_group
 from support.operator import OperatorProcess
 from support.projects import condition, events_for, wait_gone, wait_ready
 from support.s3users import can, client_for, project_credential
@@ -37,6 +38,11 @@ def _group_members(s3: s3_minio.S3Clients, group: str) -> list[str]:
         return sorted(json.loads(s3.admin.group_info(group)).get("members") or [])
     except Exception:  # noqa: BLE001 - a missing group has no members
         return []
+
+
+def _ipa_members(freeipa: dict[str, Any], group: str) -> list[str]:
+    found = ipa_group(ipa_admin(freeipa), group)
+    return sorted((found or {}).get("member_user") or [])
 
 
 def _until(check: Any, what: str, timeout: float = timeouts.READY) -> Any:
@@ -89,7 +95,12 @@ def test_space_quota_limits_network_and_bindings(crds: Cluster, operator: Operat
 
 
 def test_membership_add_remove_expiry_everywhere(
-    crds: Cluster, operator: OperatorProcess, s3: s3_minio.S3Clients, people: dict[str, str], project_name: str
+    crds: Cluster,
+    operator: OperatorProcess,
+    s3: s3_minio.S3Clients,
+    people: dict[str, str],
+    freeipa: dict[str, Any],
+    project_name: str,
 ) -> None:
     group = f"proj-{project_name}"
     obj = ProjectBuilder(project_name).member("bob").deletion("Delete").obj()
@@ -97,7 +108,8 @@ def test_membership_add_remove_expiry_everywhere(
     wait_ready(crds, project_name)
     assert _group_members(s3, f"{group}-rw") == ["alice", "bob"]
     status = {m["user"]: m for m in crds.get_json("researchproject", project_name)["status"]["members"]}
-    assert status["bob"]["backends"] == {"kubernetes": "member", "storage": "ReadWrite"}
+    assert status["bob"]["backends"] == {"kubernetes": "member", "identity": "Member", "storage": "ReadWrite"}
+    assert _ipa_members(freeipa, group) == ["alice", "bob"]
 
     # bob leaves, carol joins as a viewer, dave's access already expired.
     obj = (
@@ -110,6 +122,7 @@ def test_membership_add_remove_expiry_everywhere(
     _apply(crds, obj)
     _until(lambda: _group_members(s3, f"{group}-ro") == ["carol"] and _group_members(s3, f"{group}-rw") == ["alice"],
            "MinIO groups to follow the members")  # fmt: skip
+    _until(lambda: _ipa_members(freeipa, group) == ["alice", "carol"], "the FreeIPA group to follow the members")
     bindings = _bindings(crds, project_name)
     assert "enclave-member" not in bindings, "a role nobody holds has no binding"
     assert bindings["enclave-viewer"][1] == ["carol"]
@@ -126,6 +139,7 @@ def test_membership_add_remove_expiry_everywhere(
     assert not can("list", client_for(operator.minio, "bob", people["bob"]), project_name)
     crds.run("delete", "researchproject", project_name, "--timeout=60s")
     assert _group_members(s3, f"{group}-rw") == [] and _group_members(s3, f"{group}-ro") == []
+    assert ipa_group(ipa_admin(freeipa), group) is None, "the identity group goes with the project"
 
 
 def test_cordon_when_valid_until_passes_and_lift_when_extended(
@@ -172,7 +186,12 @@ def test_cordon_when_valid_until_passes_and_lift_when_extended(
 
 
 def test_drift_is_repaired_by_the_timer_and_a_quiet_resync_writes_nothing(
-    crds: Cluster, operator: OperatorProcess, s3: s3_minio.S3Clients, people: dict[str, str], project_name: str
+    crds: Cluster,
+    operator: OperatorProcess,
+    s3: s3_minio.S3Clients,
+    people: dict[str, str],
+    freeipa: dict[str, Any],
+    project_name: str,
 ) -> None:
     _apply(crds, ProjectBuilder(project_name).member("bob").deletion("Delete").obj())
     before = wait_ready(crds, project_name)
@@ -187,6 +206,7 @@ def test_drift_is_repaired_by_the_timer_and_a_quiet_resync_writes_nothing(
     crds.run("delete", "rolebinding", "enclave-owner", "-n", project_name)
     s3.admin.detach_policy([f"{project_name}-rw"], group=f"proj-{project_name}-rw")
     s3.admin.group_remove(f"proj-{project_name}-rw", ["bob"])
+    ipa_admin(freeipa).group_remove_member(f"proj-{project_name}", o_user=["bob"])
     _until(lambda: "enclave-owner" in _bindings(crds, project_name), "the RoleBinding to be repaired", 30)
 
     def group_repaired() -> bool:
@@ -194,8 +214,12 @@ def test_drift_is_repaired_by_the_timer_and_a_quiet_resync_writes_nothing(
         return sorted(info.get("members") or []) == ["alice", "bob"] and info.get("policy") == f"{project_name}-rw"
 
     _until(group_repaired, "the group's members and policy to be repaired", 30)
+    _until(lambda: _ipa_members(freeipa, f"proj-{project_name}") == ["alice", "bob"], "the FreeIPA group repaired", 30)
     _until(
-        lambda: {"UpdatedRoleBinding", "UpdatedGroup"} <= {r for _, r, _ in events_for(crds, project_name)},
+        lambda: (
+            {"UpdatedRoleBinding", "UpdatedGroup", "UpdatedIdentityGroup"}
+            <= {r for _, r, _ in events_for(crds, project_name)}
+        ),
         "events saying what was repaired",
     )
     crds.run("delete", "researchproject", project_name, "--timeout=60s")

@@ -158,6 +158,7 @@ def test_json_logs_are_one_object_per_line(crds: Cluster, operator: OperatorProc
     # Its own configuration without the webhook: a second webhook server would unregister the first's on exit.
     config = write_config(tmp_path / "config.yaml", operator.minio)
     second = OperatorProcess(operator.kubeconfig, config, operator.minio, tmp_path / "json.log")
+    second.env = dict(operator.env)
     second.extra_args = ["--log-format", "json"]
     second.start()
     second.stop()

@@ -35,6 +35,8 @@ class OperatorProcess:
         self.metrics_port = 0
         self.liveness_port = 0
         self.extra_args: list[str] = []
+        self.env: dict[str, str] = {}
+        """Extra environment (backend passwords), as a Secret would provide it."""
 
     def start(self) -> OperatorProcess:
         self.liveness_port, self.metrics_port = free_port(), free_port()
@@ -43,6 +45,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "ENCLAVE_S3_ACCESS_KEY": self.minio["access_key"],
             "ENCLAVE_S3_SECRET_KEY": self.minio["secret_key"],
+            **self.env,
         }
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(

@@ -118,6 +118,15 @@ class EgressRule(ApiModel):
     )
 
 
+class IdentitySpec(ApiModel):
+    """IdentitySpec: the project's group in the identity provider."""
+
+    gid_number: int | None = pydantic.Field(
+        None, description="gidNumber: pin the group's POSIX GID (e.g. to match existing file ownership).",
+        ge=1000, le=2147483647,
+    )  # fmt: skip
+
+
 class NetworkSpec(ApiModel):
     """NetworkSpec: the project's network policy beyond the default deny."""
 
@@ -160,6 +169,9 @@ class ResearchProjectSpec(ApiModel):
     storage: StorageSpec = pydantic.Field(default_factory=StorageSpec, description="storage: the S3 bucket.")
     compute: Compute = pydantic.Field(default_factory=Compute, description="compute: Kubernetes and Slurm quotas.")
     network: NetworkSpec = pydantic.Field(default_factory=NetworkSpec, description="network: egress rules.")
+    identity: IdentitySpec = pydantic.Field(
+        default_factory=IdentitySpec, description="identity: the project group in FreeIPA or LDAP."
+    )
     deletion_policy: DeletionPolicy = pydantic.Field(
         "Retain",
         description="deletionPolicy: Retain (default) revokes access but keeps the bucket with its objects and "

@@ -101,21 +101,19 @@ def _attached(info: Mapping[str, Any] | None) -> set[str]:
     return {n for n in names.split(",") if n}
 
 
-class BucketPoliciesAdapter:
+class PoliciesAdapter:
+    """MinIO IAM policies with exact documents (e.g. a bucket's -rw and -ro policies)."""
+
     part = reasons.STORAGE_READY
-    noun = "BucketPolicy"
     member_key = "storage"
 
-    def __init__(self, clients: S3Clients, bucket: str) -> None:
-        self._c, self._bucket = clients, bucket
-
-    def _desired(self) -> dict[str, dict[str, Any]]:
-        rw, ro = policy_names(self._bucket)
-        return {rw: bucket_policy(self._bucket, True), ro: bucket_policy(self._bucket, False)}
+    def __init__(self, clients: S3Clients, policies: Mapping[str, Mapping[str, Any]], resource: str,
+                 noun: str = "BucketPolicy") -> None:  # fmt: skip
+        self._c, self._policies, self._resource, self.noun = clients, dict(policies), resource, noun
 
     async def observe(self) -> Observation:
         diffs, found = [], 0
-        for name, policy in self._desired().items():
+        for name, policy in self._policies.items():
             text = await _admin_or_none(f"read policy {name}", lambda n=name: self._c.admin.policy_info(n))
             if text is None:
                 diffs.append(f"policy {name} missing")
@@ -123,7 +121,7 @@ class BucketPoliciesAdapter:
             found += 1
             if _normalise(json.loads(text)) != _normalise(policy):
                 diffs.append(f"policy {name} differs")
-        return Observation(found > 0, not diffs, "; ".join(diffs), self._bucket)
+        return Observation(found > 0, not diffs, "; ".join(diffs), self._resource)
 
     async def create(self) -> None:
         await self._converge()
@@ -132,27 +130,51 @@ class BucketPoliciesAdapter:
         await self._converge()
 
     async def _converge(self) -> None:
-        for name, policy in self._desired().items():
-            await s3_call(f"write policy {name}", lambda n=name, p=policy: self._c.admin.policy_add(n, policy=p))
+        for name, policy in self._policies.items():
+            await s3_call(f"write policy {name}", lambda n=name, p=policy: self._c.admin.policy_add(n, policy=dict(p)))
 
     async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
-        for name in self._desired():
+        for name in self._policies:
             await _admin_or_none(f"remove policy {name}", lambda n=name: self._c.admin.policy_remove(n))
         return DeleteOutcome.DELETED
 
 
+def bucket_policies(clients: S3Clients, bucket: str) -> PoliciesAdapter:
+    """The project bucket's read-write and read-only policies."""
+    rw, ro = policy_names(bucket)
+    return PoliciesAdapter(clients, {rw: bucket_policy(bucket, True), ro: bucket_policy(bucket, False)}, bucket)
+
+
 @dataclasses.dataclass(frozen=True)
 class DesiredCredential:
-    project: str
-    namespace: str
-    bucket: str
+    """A MinIO user with one attached policy, whose keys live in a Kubernetes Secret."""
+
     access_key: str
-    writable: bool
-    """False while the project is cordoned: the credential can read but not write."""
+    policy: str
+    namespace: str
+    secret_name: str
+    labels: Mapping[str, str]
+    bucket: str
+    probe_prefix: str = ""
+    """A prefix the credential may list: `observe` proves the keys authenticate by listing it."""
+    noun: str = "Credential"
 
 
-class ProjectCredentialAdapter:
-    """A MinIO user for the project's workloads; its keys in Secret `project-s3` in the namespace.
+def project_credential(project: str, namespace: str, bucket: str, *, writable: bool) -> DesiredCredential:
+    """The project's own credential: Secret `project-s3` in the project namespace; read-only while cordoned."""
+    rw, ro = policy_names(bucket)
+    return DesiredCredential(
+        access_key=f"{bucket}-app",
+        policy=rw if writable else ro,
+        namespace=namespace,
+        secret_name=SECRET_NAME,
+        labels={PROJECT_LABEL: project, MANAGED_BY_LABEL: MANAGED_BY},
+        bucket=bucket,
+    )
+
+
+class CredentialAdapter:
+    """A MinIO user whose keys live in a Secret, with exactly one policy attached.
 
     Crash safety: the Secret (with a new random secret key) is written before the MinIO user is
     created from it, and an existing Secret is never regenerated, so a run killed at any line
@@ -160,20 +182,17 @@ class ProjectCredentialAdapter:
     """
 
     part = reasons.STORAGE_READY
-    noun = "Credential"
     member_key = "storage"
 
     def __init__(self, clients: S3Clients, kube_client: AsyncClient, desired: DesiredCredential) -> None:
         self._c, self._k, self._d = clients, kube_client, desired
-
-    def _policy(self) -> str:
-        rw, ro = policy_names(self._d.bucket)
-        return rw if self._d.writable else ro
+        self.noun = desired.noun
 
     async def _secret(self) -> Secret | None:
         try:
             return await kube.call(
-                f"read secret {SECRET_NAME}", self._k.get(Secret, SECRET_NAME, namespace=self._d.namespace)
+                f"read secret {self._d.secret_name}",
+                self._k.get(Secret, self._d.secret_name, namespace=self._d.namespace),
             )
         except kube.NotFound:
             return None
@@ -187,8 +206,8 @@ class ProjectCredentialAdapter:
             return Observation(False, False, "credential missing", self._d.access_key)
         diffs = []
         attached = _attached(json.loads(info_text))
-        if attached != {self._policy()}:
-            diffs.append(f"credential policy {','.join(sorted(attached)) or 'none'}, want {self._policy()}")
+        if attached != {self._d.policy}:
+            diffs.append(f"credential policy {','.join(sorted(attached)) or 'none'}, want {self._d.policy}")
         secret_key = _secret_value(secret, "AWS_SECRET_ACCESS_KEY")
         if not secret_key or not await self._authenticates(secret_key):
             diffs.append("the keys in the Secret do not authenticate")
@@ -198,8 +217,9 @@ class ProjectCredentialAdapter:
         conn = self._c.conn
         client = Minio(conn.endpoint, access_key=self._d.access_key, secret_key=secret_key, secure=conn.secure,
                        http_client=self._c.http)  # fmt: skip
+        probe = self._d.probe_prefix
         try:
-            await s3_call("check project credential", lambda: client.bucket_exists(self._d.bucket))
+            await s3_call("check credential", lambda: next(iter(client.list_objects(self._d.bucket, prefix=probe)), 0))
         except BackendRejected:
             return False
         return True
@@ -216,22 +236,17 @@ class ProjectCredentialAdapter:
         if not secret_key:
             secret_key = secrets.token_urlsafe(30)
             await self._write_secret(secret_key, replace=secret is not None)
-        await s3_call(
-            f"write user {self._d.access_key}", lambda: self._c.admin.user_add(self._d.access_key, secret_key)
-        )
-        info = json.loads(await s3_call("read user", lambda: self._c.admin.user_info(self._d.access_key)))
-        for extra in _attached(info) - {self._policy()}:
-            await _detach(self._c, extra, user=self._d.access_key)
-        await _attach(self._c, self._policy(), user=self._d.access_key)
+        access = self._d.access_key
+        await s3_call(f"write user {access}", lambda: self._c.admin.user_add(access, secret_key))
+        info = json.loads(await s3_call("read user", lambda: self._c.admin.user_info(access)))
+        for extra in _attached(info) - {self._d.policy}:
+            await _detach(self._c, extra, user=access)
+        await _attach(self._c, self._d.policy, user=access)
 
     async def _write_secret(self, secret_key: str, *, replace: bool) -> None:
         conn = self._c.conn
         secret = Secret(
-            metadata=ObjectMeta(
-                name=SECRET_NAME,
-                namespace=self._d.namespace,
-                labels={PROJECT_LABEL: self._d.project, MANAGED_BY_LABEL: MANAGED_BY},
-            ),
+            metadata=ObjectMeta(name=self._d.secret_name, namespace=self._d.namespace, labels=dict(self._d.labels)),
             type="Opaque",
             stringData={
                 "AWS_ACCESS_KEY_ID": self._d.access_key,
@@ -241,15 +256,18 @@ class ProjectCredentialAdapter:
             },
         )
         if replace:
-            await kube.call("replace project secret", self._k.replace(secret))
+            await kube.call("replace credential secret", self._k.replace(secret))
         else:
-            await kube.call("create project secret", self._k.create(secret))
+            await kube.call("create credential secret", self._k.create(secret))
 
     async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
         """Both policies revoke the credential; the Secret goes with it."""
         await _admin_or_none(f"remove user {self._d.access_key}", lambda: self._c.admin.user_remove(self._d.access_key))
         try:
-            await kube.call("delete project secret", self._k.delete(Secret, SECRET_NAME, namespace=self._d.namespace))
+            await kube.call(
+                "delete credential secret",
+                self._k.delete(Secret, self._d.secret_name, namespace=self._d.namespace),
+            )
         except kube.NotFound:
             pass
         return DeleteOutcome.DELETED

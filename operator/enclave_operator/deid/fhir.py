@@ -561,7 +561,12 @@ def _read_items(path: Path) -> tuple[str, list[dict[str, Any]]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise FhirInputError(f"unreadable ({type(exc).__name__})") from None
-    if path.suffix.lower() == ".ndjson":
+    return parse_items(text, ndjson=path.suffix.lower() == ".ndjson")
+
+
+def parse_items(text: str, *, ndjson: bool) -> tuple[str, list[dict[str, Any]]]:
+    """Parse JSON or NDJSON text into resources (also used for objects, not files)."""
+    if ndjson:
         items = []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():

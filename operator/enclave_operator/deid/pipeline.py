@@ -116,11 +116,25 @@ class DicomWorker:
             return ItemResult(rel, "failed", [f"engine error ({type(exc).__name__})"])
 
     def _deid(self, ds: Dataset, rel: str) -> ItemResult:
+        res, data = self.deidentify_to_bytes(ds, rel)
+        if data is None:
+            return res
+        tmp = self.tmp_dir / (self.keys.hash_id(rel, "tmp")[:32] + ".dcm")
+        tmp.write_bytes(data)
+        res.tmp = str(tmp)
+        return res
+
+    def deidentify_to_bytes(self, ds: Dataset, rel: str) -> tuple[ItemResult, bytes | None]:
+        """Risk check, de-identify, verify and serialise one dataset (in place; no file I/O).
+
+        Returns the result and, for status ``written``, the output Part 10 bytes. Used by
+        the directory pipeline above and by the ingest worker (objects, not files).
+        """
         sop_class = raw_text(ds["SOPClassUID"]) if "SOPClassUID" in ds else None
         if sop_class == MEDIA_DIRECTORY_CLASS:
-            return ItemResult(rel, "skipped", ["DICOMDIR media directory (regenerate it for the output)"])
+            return ItemResult(rel, "skipped", ["DICOMDIR media directory (regenerate it for the output)"]), None
         if not sop_class or "SOPInstanceUID" not in ds:
-            return ItemResult(rel, "skipped", ["not a composite instance (no SOP Class/Instance UID)"])
+            return ItemResult(rel, "skipped", ["not a composite instance (no SOP Class/Instance UID)"]), None
         pixel_cleaned = False
         reasons = self.pixels.risk_reasons(ds)
         rule = self.pixels.rule_for(ds) if "PixelData" in ds else None
@@ -132,7 +146,7 @@ class DicomWorker:
             except PixelError as exc:
                 reasons = reasons + [f"region rule could not be applied: {exc}"]
         if reasons:
-            return ItemResult(rel, "quarantined", reasons)
+            return ItemResult(rel, "quarantined", reasons), None
         st = self.engine.deidentify(ds, pixel_cleaned=pixel_cleaned)
         sop = raw_text(ds["SOPInstanceUID"]) if "SOPInstanceUID" in ds else None
         name = f"{sop}.dcm" if sop else f"{self.keys.hash_id(rel, 'file')[:32]}.dcm"
@@ -144,23 +158,20 @@ class DicomWorker:
                 ["verification found identifying values"],
                 name=name,
                 leaks=[lk.as_dict() for lk in leaks],
-            )
+            ), None
         _ensure_meta(ds)
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
         data = buf.getvalue()
-        tmp = self.tmp_dir / (self.keys.hash_id(rel, "tmp")[:32] + ".dcm")
-        tmp.write_bytes(data)
         return ItemResult(
             rel,
             "written",
             [],
             name=name,
-            tmp=str(tmp),
             sha256=hashlib.sha256(data).hexdigest(),
             pixel_cleaned=pixel_cleaned,
             shifted_dates=st.shifted_dates,
-        )
+        ), data
 
 
 _WORKER: DicomWorker | None = None

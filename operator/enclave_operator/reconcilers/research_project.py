@@ -23,7 +23,17 @@ from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
 from enclave_operator import conditions, reasons
 from enclave_operator.api.research_project import ResearchProjectSpec, Role
-from enclave_operator.backends import kube_namespace, kube_objects, s3_access, s3_minio
+from enclave_operator.backends import (
+    identity,
+    identity_freeipa,
+    identity_ldap,
+    kube_namespace,
+    kube_objects,
+    s3_access,
+    s3_minio,
+    slurm_accounts,
+    unavailable,
+)
 from enclave_operator.backends.adapter import Adapter
 from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import Recorder
@@ -54,6 +64,8 @@ class ProjectPlan:
     group: str
     namespace: kube_namespace.DesiredNamespace
     bucket: s3_minio.DesiredBucket
+    slurm: slurm_accounts.DesiredSlurmAccount | None
+    """The Slurm account, when the spec asks for one."""
 
 
 def is_cordoned(spec: ResearchProjectSpec, today: datetime.date) -> bool:
@@ -77,24 +89,43 @@ def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings, today
     except ValueError as error:
         raise InvalidPlan(f"spec.storage.quota: {error}") from None
     active = tuple((m.user, m.role) for m in spec.members if not (m.expires and today > m.expires))
+    cordoned = is_cordoned(spec, today)
+    slurm = None
+    if spec.compute.slurm is not None:
+        account = settings.naming.slurm_account.format(project=name)
+        users = [user for user, role in active if role in WRITER_ROLES]  # viewers read; they do not submit jobs
+        try:
+            slurm = slurm_accounts.desired_account(
+                account, spec.display_name, spec.compute.slurm, users, cordoned,
+                user_prefix=settings.slurm.user_prefix if settings.slurm else "",
+            )  # fmt: skip
+        except ValueError as error:
+            raise InvalidPlan(str(error)) from None
     return ProjectPlan(
         name=name,
         spec=spec,
         today=today,
-        cordoned=is_cordoned(spec, today),
+        cordoned=cordoned,
         active=active,
         group=group,
         namespace=kube_namespace.DesiredNamespace(namespace, name, kube_namespace.desired_labels(name)),
         bucket=s3_minio.DesiredBucket(bucket, name, quota, spec.storage.versioning),
+        slurm=slurm,
     )
+
+
+IdentityClient = identity_freeipa.FreeIpaClient | identity_ldap.LdapClient
 
 
 @dataclasses.dataclass(frozen=True)
 class Backends:
-    """Clients of every backend, made once per operator process."""
+    """Clients of every backend, made once per operator process; optional backends are None when the
+    enclave does not run them."""
 
     kube: AsyncClient
     s3: s3_minio.S3Clients
+    identity: IdentityClient | None = None
+    slurm: slurm_accounts.Sacctmgr | None = None
 
 
 def adapters(project: ProjectPlan, backends: Backends, settings: OperatorSettings) -> list[Adapter]:
@@ -129,23 +160,41 @@ def adapters(project: ProjectPlan, backends: Backends, settings: OperatorSetting
     )
     writers = [u for u, role in project.active if role in WRITER_ROLES and not project.cordoned]
     readers = [u for u, _ in project.active if u not in writers]
-    return [
-        kube_namespace.NamespaceAdapter(backends.kube, project.namespace),
-        space,
-        bindings,
+    parts: list[Adapter] = [kube_namespace.NamespaceAdapter(backends.kube, project.namespace), space, bindings]
+    if backends.identity is not None:
+        group = identity.DesiredIdentityGroup(
+            project.group,
+            f"{project.spec.display_name} (research project {project.name})"[:255],
+            [user for user, _ in project.active],
+            project.spec.identity.gid_number,
+        )
+        if isinstance(backends.identity, identity_freeipa.FreeIpaClient):
+            parts.append(identity_freeipa.FreeIpaGroupAdapter(backends.identity, group))
+        else:
+            parts.append(identity_ldap.LdapGroupAdapter(backends.identity, group))
+    return parts + [
         s3_minio.BucketAdapter(backends.s3, project.bucket),
-        s3_access.BucketPoliciesAdapter(backends.s3, project.bucket.name),
-        s3_access.ProjectCredentialAdapter(
+        s3_access.bucket_policies(backends.s3, project.bucket.name),
+        s3_access.CredentialAdapter(
             backends.s3,
             backends.kube,
-            s3_access.DesiredCredential(
-                project.name, ns, project.bucket.name, f"{project.bucket.name}-app", writable=not project.cordoned
-            ),
+            s3_access.project_credential(project.name, ns, project.bucket.name, writable=not project.cordoned),
         ),
         s3_access.MemberGroupsAdapter(
             backends.s3, s3_access.DesiredGroups(project.group, project.bucket.name, readers, writers)
         ),
+        *_scheduler(project, backends),
     ]
+
+
+def _scheduler(project: ProjectPlan, backends: Backends) -> list[Adapter]:
+    """The Slurm account when the spec asks for one; a part that says why when the enclave has no Slurm."""
+    if project.slurm is None:
+        return []
+    if backends.slurm is None:
+        message = "spec.compute.slurm is set but this enclave has no Slurm configured"
+        return [unavailable.UnavailablePart(reasons.SCHEDULER_READY, "SlurmAccount", "scheduler", message)]
+    return [slurm_accounts.SlurmAccountAdapter(backends.slurm.settings, project.slurm, runner=backends.slurm)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,615 @@
+"""The project's Slurm account, kept through `sacctmgr` (Slurm 22.05: no `--json`, so `-n -P` text).
+
+Why sacctmgr and not slurmrestd: slurmrestd 22.05 silently ignores association limits on writes and
+answers HTTP 500 for missing objects (see docs/slurm.md). sacctmgr is what site admins use, it talks
+to slurmdbd directly, and its quirks are known and handled here:
+
+- duplicate add / missing modify / missing delete exit 1 with "Nothing new added." / "Nothing
+  modified" / "Nothing deleted": treated as success where the intent is met;
+- invalid values (TRES, names) can still create an account with rc 0: every value is validated by
+  `desired_account` before it reaches sacctmgr;
+- names and descriptions are stored lowercased; GrpTRES reads back in Slurm's own order and with
+  memory re-expressed (2097152M reads back as 2T): both sides are normalised before comparing;
+- limits, fairshare, QOS, parent and description are compared on the account row only (User empty);
+  user rows are only looked at for membership.
+
+Cordon (validUntil passed) sets `GrpSubmitJobs=0` (no new submissions, sbatch fails with
+AssocGrpSubmitJobsLimit) and `GrpJobs=0` (already pending jobs do not start, reason AssocGrpJobsLimit);
+running jobs finish. Un-cordon sets both back to unlimited (-1).
+
+Every sacctmgr call is one subprocess (never a shell), bounded by `timeoutSeconds` and killed when it
+runs over: a hung slurmdbd makes sacctmgr wait forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import decimal
+import logging
+import os
+import re
+import time
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import pydantic
+from pydantic.alias_generators import to_camel
+
+from enclave_operator import quantity, reasons
+from enclave_operator.api.research_project import DeletionPolicy, SlurmCompute
+from enclave_operator.backends.adapter import DeleteOutcome, Observation
+from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
+
+logger = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
+"""Slurm account, user, QOS and cluster names we accept: lowercase (Slurm lowercases anyway), and no
+character sacctmgr's command line or `-P` output gives a meaning to (`,`, `=`, `|`, spaces, quotes)."""
+MAX_DESCRIPTION = 200
+"""Slurm stores descriptions in a tinytext column; keep well below its 255 bytes."""
+MANAGED_TRES = ("cpu", "mem", "gres/gpu")
+"""The GrpTRES the operator owns; others (billing, node, …) are left to site admins."""
+UNLIMITED = "-1"
+"""What sacctmgr takes to clear a limit."""
+
+ASSOCIATED = "Associated"
+"""The member has a user association with the project's account."""
+MISSING = "Missing"
+"""The member has no user association with the account (yet)."""
+
+_FORMAT = "Account,Cluster,User,Partition,ParentName,Fairshare,GrpTRES,GrpSubmitJobs,GrpJobs,QOS,Descr"
+_FIELDS = len(_FORMAT.split(","))
+_UNAVAILABLE_MARKERS = (
+    "unable to connect",
+    "connection refused",
+    "persistent connection",
+    "persistinit",
+    "problem talking to the database",
+    "timed out",
+    "zero bytes were transmitted",
+    "slurmdbd: ",
+)
+_NOTHING = ("nothing new added", "nothing modified", "nothing deleted")
+
+
+class SlurmSettings(pydantic.BaseModel):
+    """How the operator reaches Slurm accounting (settings key `slurm`)."""
+
+    model_config = pydantic.ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    sacctmgr_path: str = pydantic.Field("sacctmgr", description="The sacctmgr binary (a path, or a name on PATH).")
+    slurm_conf: Path | None = pydantic.Field(
+        None, description="slurm.conf to use (passed as SLURM_CONF); None: sacctmgr's own default."
+    )
+    cluster: str | None = pydantic.Field(
+        None,
+        description="Cluster whose associations are managed; set it when slurmdbd serves several clusters "
+        "(None: sacctmgr's defaults, i.e. every cluster for adds).",
+    )
+    timeout_seconds: float = pydantic.Field(
+        15.0,
+        gt=0,
+        le=300,
+        description="Bound of one sacctmgr call, seconds: a hung slurmdbd must not stall reconciles.",
+    )
+    max_concurrent_calls: int = pydantic.Field(
+        4, ge=1, le=64, description="Most sacctmgr processes at once per operator: slurmdbd serialises writes anyway."
+    )
+    user_prefix: str = pydantic.Field(
+        "", max_length=32, description="Prefix of Slurm user names before the member's username (usually empty)."
+    )
+
+    @pydantic.field_validator("cluster")
+    @classmethod
+    def _cluster_name(cls, value: str | None) -> str | None:
+        if value is not None and not NAME_PATTERN.match(value):
+            raise ValueError("must be a lowercase Slurm cluster name")
+        return value
+
+    @pydantic.field_validator("user_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[a-z_][a-z0-9_.-]*", value):
+            raise ValueError("must be lowercase letters, digits, '_', '.', '-'")
+        return value
+
+
+# --- desired state (pure) ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DesiredSlurmAccount:
+    """The account as the spec wants it, every value already validated and in Slurm's spelling."""
+
+    name: str
+    description: str
+    parent: str
+    fairshare: int
+    grp_tres: Mapping[str, str]
+    """Set limits only, keys from MANAGED_TRES, values normalised (`mem` in MB, e.g. 2097152M)."""
+    qos: Sequence[str]
+    """Sorted; empty = inherit from the parent (Slurm cannot clear an account's QOS list)."""
+    users: Sequence[str]
+    """Slurm user names (user prefix applied), sorted."""
+    cordoned: bool
+
+
+def _check_name(value: str, field: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise ValueError(
+            f"{field}: {value!r} is not a valid Slurm name (lowercase letter or '_' first, then lowercase "
+            "letters, digits, '_', '.', '-'; at most 64 characters)"
+        )
+    return value
+
+
+def _check_count(value: int | None, field: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{field}: {value!r} must be a non-negative integer")
+    return str(value)
+
+
+def mem_to_mb(value: int | str, field: str = "mem") -> int:
+    """A Kubernetes quantity as whole MiB (Slurm's "M"), rounded up: a limit is never below what was asked."""
+    try:
+        amount = quantity.parse(value)
+    except ValueError as error:
+        raise ValueError(f"{field}: {error}") from None
+    return int((amount / (2**20)).to_integral_value(rounding=decimal.ROUND_CEILING))
+
+
+def clean_description(text: str | None, fallback: str) -> str:
+    """A description sacctmgr stores as given: ASCII, lowercase, no quotes, `|` or `=`; bounded.
+
+    Free text (a display name) is made safe rather than rejected: accents are stripped, other
+    characters become spaces. Empty falls back to the account name, as Slurm itself does.
+    """
+    ascii_text = unicodedata.normalize("NFKD", text or "").encode("ascii", "ignore").decode()
+    kept = re.sub(r"[^a-z0-9 ._:/()+,-]", " ", ascii_text.lower())
+    collapsed = " ".join(kept.split())[:MAX_DESCRIPTION].strip()
+    return collapsed or fallback
+
+
+def desired_account(
+    name: str,
+    description: str | None,
+    slurm: SlurmCompute,
+    users: Iterable[str],
+    cordoned: bool,
+    *,
+    user_prefix: str = "",
+) -> DesiredSlurmAccount:
+    """Build and validate the desired account; ValueError names the spec field that is wrong."""
+    _check_name(name, "Slurm account name")
+    _check_name(slurm.parent, "spec.compute.slurm.parent")
+    if slurm.parent == name:
+        raise ValueError("spec.compute.slurm.parent: an account cannot be its own parent")
+    if isinstance(slurm.fairshare, bool) or not isinstance(slurm.fairshare, int) or slurm.fairshare < 1:
+        raise ValueError(f"spec.compute.slurm.fairshare: {slurm.fairshare!r} must be a positive integer")
+    limits = slurm.limits
+    tres: dict[str, str] = {}
+    cpu = _check_count(limits.cpu, "spec.compute.slurm.limits.cpu")
+    if cpu is not None:
+        tres["cpu"] = cpu
+    if limits.mem is not None:
+        tres["mem"] = f"{mem_to_mb(limits.mem, 'spec.compute.slurm.limits.mem')}M"
+    gpu = _check_count(limits.gpu, "spec.compute.slurm.limits.gpu")
+    if gpu is not None:
+        tres["gres/gpu"] = gpu
+    qos = sorted({_check_name(q, f"spec.compute.slurm.qos[{i}]") for i, q in enumerate(slurm.qos)})
+    slurm_users = sorted({_check_name(f"{user_prefix}{u}", "spec.members[].user") for u in users})
+    return DesiredSlurmAccount(
+        name=name,
+        description=clean_description(description, name),
+        parent=slurm.parent,
+        fairshare=slurm.fairshare,
+        grp_tres=tres,
+        qos=qos,
+        users=slurm_users,
+        cordoned=cordoned,
+    )
+
+
+# --- parsing what sacctmgr shows (pure) ----------------------------------------------------------
+
+_SLURM_MEM = re.compile(r"^(?P<num>[0-9]+(?:\.[0-9]+)?)(?P<unit>[KMGTPE]?)$")
+_MB_PER_UNIT = {"K": decimal.Decimal(1) / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2, "P": 1024**3, "E": 1024**4}
+
+
+def slurm_mem_to_mb(text: str) -> int:
+    """Slurm's memory TRES value (MB based: `1500M`, `1G`, `2T`, bare `1` = 1M) as whole MB."""
+    match = _SLURM_MEM.match(text.strip())
+    if not match:
+        raise ValueError(f"unexpected Slurm memory value {text!r}")
+    mb = decimal.Decimal(match["num"]) * decimal.Decimal(_MB_PER_UNIT[match["unit"]])
+    return int(mb.to_integral_value(rounding=decimal.ROUND_CEILING))
+
+
+def parse_tres(text: str) -> dict[str, str]:
+    """`cpu=16,gres/gpu=2,mem=2T` → {"cpu": "16", "gres/gpu": "2", "mem": "2097152M"}; other TRES kept as shown."""
+    result: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"unexpected GrpTRES item {item!r}")
+        result[key] = f"{slurm_mem_to_mb(value)}M" if key == "mem" else value
+    return result
+
+
+def format_tres(tres: Mapping[str, str]) -> str:
+    """A GrpTRES argument in a stable order (the order does not matter to Slurm)."""
+    return ",".join(f"{key}={tres[key]}" for key in sorted(tres))
+
+
+@dataclasses.dataclass(frozen=True)
+class AssocRow:
+    """One line of `sacctmgr -n -P show account withassoc format=<_FORMAT>`."""
+
+    account: str
+    cluster: str
+    user: str
+    partition: str
+    parent: str
+    fairshare: str
+    grp_tres: str
+    grp_submit_jobs: str
+    grp_jobs: str
+    qos: str
+    description: str
+
+    @property
+    def is_account_row(self) -> bool:
+        """The account's own association: no user, on some cluster (no cluster = account record only)."""
+        return not self.user and bool(self.cluster)
+
+
+def parse_rows(stdout: str) -> list[AssocRow]:
+    """Parse `-n -P` output; the description is last so a stray `|` in it cannot shift the columns."""
+    rows = []
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("|", _FIELDS - 1)
+        if len(parts) != _FIELDS:
+            raise ValueError(f"unexpected sacctmgr output line with {len(parts)} fields")
+        rows.append(AssocRow(*parts))
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountState:
+    """What Slurm has for one account (on the managed cluster, if one is set)."""
+
+    record: bool
+    """The account record exists (possibly without an association on our cluster)."""
+    account_rows: tuple[AssocRow, ...]
+    users: frozenset[str]
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.account_rows)
+
+
+def account_state(rows: Sequence[AssocRow], name: str, cluster: str | None) -> AccountState:
+    mine = [r for r in rows if r.account == name and (cluster is None or r.cluster in (cluster, ""))]
+    return AccountState(
+        record=bool(mine),
+        account_rows=tuple(r for r in mine if r.is_account_row),
+        users=frozenset(r.user for r in mine if r.user),
+    )
+
+
+def _cordon_value(text: str) -> str:
+    return text.strip() or UNLIMITED
+
+
+def account_changes(desired: DesiredSlurmAccount, row: AssocRow) -> tuple[dict[str, str], list[str]]:
+    """The `set` arguments that make the account row as desired, and a short diff for messages."""
+    changes: dict[str, str] = {}
+    diff: list[str] = []
+    if row.description.strip() != desired.description:
+        changes["description"] = desired.description
+        diff.append("description differs")
+    if row.parent != desired.parent:
+        changes["parent"] = desired.parent
+        diff.append(f"parent {row.parent or 'none'}, want {desired.parent}")
+    if row.fairshare.strip() != str(desired.fairshare):
+        changes["fairshare"] = str(desired.fairshare)
+        diff.append(f"fairshare {row.fairshare or 'none'}, want {desired.fairshare}")
+    actual_tres = parse_tres(row.grp_tres)
+    tres_changes = {
+        key: desired.grp_tres.get(key, UNLIMITED)
+        for key in MANAGED_TRES
+        if actual_tres.get(key) != desired.grp_tres.get(key)
+    }
+    if tres_changes:
+        changes["grptres"] = format_tres(tres_changes)
+        have = format_tres({k: actual_tres[k] for k in MANAGED_TRES if k in actual_tres}) or "none"
+        want = format_tres(dict(desired.grp_tres)) or "none"
+        diff.append(f"GrpTRES {have}, want {want}")
+    if desired.qos and sorted(filter(None, row.qos.split(","))) != list(desired.qos):
+        changes["qos"] = ",".join(desired.qos)
+        diff.append(f"qos {row.qos or 'none'}, want {','.join(desired.qos)}")
+    want_jobs = "0" if desired.cordoned else UNLIMITED
+    if _cordon_value(row.grp_submit_jobs) != want_jobs or _cordon_value(row.grp_jobs) != want_jobs:
+        changes["grpsubmitjobs"] = want_jobs
+        changes["grpjobs"] = want_jobs
+        diff.append("not cordoned, want cordoned" if desired.cordoned else "cordoned, want not cordoned")
+    return changes, diff
+
+
+def member_states(desired_users: Mapping[str, str], associated: Iterable[str]) -> dict[str, str]:
+    """Per member username (spec spelling): Associated or Missing. `desired_users` maps member → Slurm user."""
+    have = set(associated)
+    return {member: ASSOCIATED if slurm_user in have else MISSING for member, slurm_user in desired_users.items()}
+
+
+def error_message(text: str, limit: int = 200) -> str:
+    """A short, safe message from sacctmgr's output: the first line that says something."""
+    for line in text.splitlines():
+        line = line.strip().removeprefix("sacctmgr: error: ").strip()
+        if line and not line.lower().startswith(("use keyword", "contact your admin")):
+            return line[:limit]
+    return "no output"
+
+
+def classify_failure(what: str, returncode: int, text: str) -> BackendError:
+    """Map a failed sacctmgr call to the engine's error kinds."""
+    lowered = text.lower()
+    short = error_message(text)
+    if any(marker in lowered for marker in _UNAVAILABLE_MARKERS):
+        return BackendUnavailable(f"slurmdbd unreachable ({what}): {short}")
+    if "job(s) active" in lowered or "job(s) running" in lowered:
+        return BackendError(f"{what}: Slurm refuses while the account has running or pending jobs")
+    if "bad qos" in lowered or "doesn't exist" in lowered or "unknown option" in lowered:
+        return BackendRejected(f"{what}: {short}")
+    return BackendError(f"{what} failed (exit {returncode}): {short}")
+
+
+# --- the runner -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SacctmgrCall:
+    """One finished call, for measurements and tests."""
+
+    verb: str
+    seconds: float
+    write: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class SacctmgrResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def nothing_done(self) -> bool:
+        """sacctmgr's rc 1 for a duplicate add / missing modify / missing delete."""
+        text = (self.stdout + self.stderr).lower()
+        return self.returncode == 1 and any(marker in text for marker in _NOTHING)
+
+
+class Sacctmgr:
+    """Runs sacctmgr as a subprocess (argv, no shell), bounded in time and in concurrency.
+
+    Make one per operator process and pass it to every adapter, so the concurrency bound holds across
+    projects; `calls` keeps the most recent calls (for tests and measurements).
+    """
+
+    def __init__(self, settings: SlurmSettings, *, keep_calls: int = 256) -> None:
+        self.settings = settings
+        self.calls: collections.deque[SacctmgrCall] = collections.deque(maxlen=keep_calls)
+        self._slots = asyncio.Semaphore(settings.max_concurrent_calls)
+        env = dict(os.environ)
+        if settings.slurm_conf is not None:
+            env["SLURM_CONF"] = str(settings.slurm_conf)
+        self._env = env
+
+    @property
+    def writes(self) -> int:
+        return sum(1 for call in self.calls if call.write)
+
+    async def run(self, *args: str, write: bool, tolerate_nothing: bool = False) -> SacctmgrResult:
+        """Run `sacctmgr -i -n -P <args>`; BackendError unless rc 0 (or, if tolerated, "Nothing …")."""
+        async with self._slots:
+            return await self._run(args, write=write, tolerate_nothing=tolerate_nothing)
+
+    async def _run(self, args: Sequence[str], *, write: bool, tolerate_nothing: bool) -> SacctmgrResult:
+        what = f"sacctmgr {' '.join(args[:2])}"
+        argv = [self.settings.sacctmgr_path, "-i", "-n", "-P", *args]
+        start = time.perf_counter()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self._env,
+            )
+        except OSError as error:
+            raise BackendError(f"cannot run {self.settings.sacctmgr_path}: {error.strerror}") from None
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self.settings.timeout_seconds)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise BackendUnavailable(
+                f"slurmdbd did not answer {what} within {self.settings.timeout_seconds:g}s"
+            ) from None
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
+        finally:
+            self.calls.append(SacctmgrCall(" ".join(args[:2]), time.perf_counter() - start, write))
+        result = SacctmgrResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+        logger.debug("%s: rc=%s", what, result.returncode)
+        if result.returncode == 0 or (tolerate_nothing and result.nothing_done):
+            return result
+        raise classify_failure(what, result.returncode, result.stderr + "\n" + result.stdout)
+
+
+# --- the adapter -----------------------------------------------------------------------------------
+
+
+class SlurmAccountAdapter:
+    """The project's Slurm account: limits, fairshare, QOS, parent, description, cordon and users."""
+
+    part = reasons.SCHEDULER_READY
+    noun = "SlurmAccount"
+    member_key = "scheduler"
+
+    def __init__(
+        self, settings: SlurmSettings, desired: DesiredSlurmAccount, *, runner: Sacctmgr | None = None
+    ) -> None:
+        self._s, self._d = settings, desired
+        self.sacctmgr = runner or Sacctmgr(settings)
+        self._state: AccountState | None = None
+        prefix = settings.user_prefix
+        self._member_of = {u.removeprefix(prefix) if prefix else u: u for u in desired.users}
+        """Member username (spec spelling) → Slurm user name."""
+
+    def _where(self, *conds: str) -> list[str]:
+        cluster = [f"cluster={self._s.cluster}"] if self._s.cluster else []
+        return ["where", *conds, *cluster]
+
+    def _on_cluster(self) -> list[str]:
+        return [f"cluster={self._s.cluster}"] if self._s.cluster else []
+
+    async def read(self) -> AccountState:
+        """The account as Slurm has it now (one sacctmgr call)."""
+        result = await self.sacctmgr.run(
+            "show", "account", "withassoc", *self._where(f"name={self._d.name}"), f"format={_FORMAT}", write=False
+        )
+        try:
+            rows = parse_rows(result.stdout)
+        except ValueError as error:
+            raise BackendError(f"cannot read sacctmgr output: {error}") from None
+        self._state = account_state(rows, self._d.name, self._s.cluster)
+        return self._state
+
+    async def observe(self) -> Observation:
+        state = await self.read()
+        if not state.exists:
+            return Observation(False, False, "account missing", self._d.name)
+        diff: list[str] = []
+        for row in state.account_rows:
+            diff += account_changes(self._d, row)[1]
+        missing = sorted(set(self._d.users) - state.users)
+        extra = sorted(state.users - set(self._d.users))
+        if missing:
+            diff.append(f"users missing: {', '.join(missing[:10])}{' …' if len(missing) > 10 else ''}")
+        if extra:
+            diff.append(f"users not members: {', '.join(extra[:10])}{' …' if len(extra) > 10 else ''}")
+        members = member_states(self._member_of, state.users)
+        return Observation(True, not diff, "; ".join(diff), self._d.name, members=members)
+
+    async def create(self) -> None:
+        """Add the account with every setting, then converge (it may have existed, e.g. as a record only)."""
+        d = self._d
+        args = [
+            "add",
+            "account",
+            d.name,
+            *self._on_cluster(),
+            f"parent={d.parent}",
+            f"description={d.description}",
+            f"fairshare={d.fairshare}",
+        ]
+        if d.grp_tres:
+            args.append(f"grptres={format_tres(d.grp_tres)}")
+        if d.qos:
+            args.append(f"qos={','.join(d.qos)}")
+        if d.cordoned:
+            args += ["grpsubmitjobs=0", "grpjobs=0"]
+        result = await self.sacctmgr.run(*args, write=True, tolerate_nothing=True)
+        if result.returncode == 0 and "adding account" in result.stdout.lower():
+            # A new account with every setting given: only the users are left (saves a read, ~0.3 s).
+            await self._converge(AccountState(record=True, account_rows=(), users=frozenset()))
+            return
+        await self._converge(await self.read())
+
+    async def update(self, observation: Observation) -> None:
+        await self._converge(self._state or await self.read())
+
+    async def _converge(self, state: AccountState) -> None:
+        changes: dict[str, str] = {}
+        for row in state.account_rows:
+            changes.update(account_changes(self._d, row)[0])
+        if changes:
+            sets = [f"{key}={value}" for key, value in changes.items()]
+            await self.sacctmgr.run(
+                "modify",
+                "account",
+                *self._where(f"name={self._d.name}"),
+                "set",
+                *sets,
+                write=True,
+                tolerate_nothing=True,
+            )
+        missing = sorted(set(self._d.users) - state.users)
+        if missing:
+            await self.sacctmgr.run(
+                "add",
+                "user",
+                ",".join(missing),
+                f"account={self._d.name}",
+                *self._on_cluster(),
+                write=True,
+                tolerate_nothing=True,
+            )
+        await self._remove_users(sorted(state.users - set(self._d.users)))
+        self._state = None
+
+    async def _remove_users(self, users: Sequence[str]) -> None:
+        if users:
+            await self.sacctmgr.run(
+                "delete",
+                "user",
+                *self._where(f"name={','.join(users)}", f"account={self._d.name}"),
+                write=True,
+                tolerate_nothing=True,
+            )
+
+    async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
+        """Retain: no user associations, account kept with no submissions. Delete: users and account gone."""
+        state = await self.read()
+        await self._remove_users(sorted(state.users))
+        if policy == "Retain":
+            if state.exists:
+                await self.sacctmgr.run(
+                    "modify",
+                    "account",
+                    *self._where(f"name={self._d.name}"),
+                    "set",
+                    "grpsubmitjobs=0",
+                    "grpjobs=0",
+                    write=True,
+                    tolerate_nothing=True,
+                )
+            return DeleteOutcome.RETAINED
+        if state.record:
+            await self.sacctmgr.run(
+                "delete", "account", *self._where(f"name={self._d.name}"), write=True, tolerate_nothing=True
+            )
+        if self._s.cluster:
+            await self._delete_orphan_record()
+        return DeleteOutcome.DELETED
+
+    async def _delete_orphan_record(self) -> None:
+        """With a cluster set, deleting removes only that cluster's association: drop the bare record too."""
+        result = await self.sacctmgr.run(
+            "show", "account", "withassoc", "where", f"name={self._d.name}", f"format={_FORMAT}", write=False
+        )
+        rows = [r for r in parse_rows(result.stdout) if r.account == self._d.name]
+        if rows and not any(r.cluster for r in rows):
+            await self.sacctmgr.run(
+                "delete", "account", "where", f"name={self._d.name}", write=True, tolerate_nothing=True
+            )

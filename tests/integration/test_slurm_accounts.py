@@ -1,0 +1,214 @@
+"""SlurmAccountAdapter against a real Slurm 22.05 (munged, MariaDB, slurmdbd, slurmctld on loopback).
+
+What is checked is what `sacctmgr show assoc` says afterwards, not what the adapter believes. The
+outage tests run last: they stop and restart slurmdbd.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from enclave_operator import reasons
+from enclave_operator.api.research_project import SlurmCompute
+from enclave_operator.backends.slurm_accounts import (
+    ASSOCIATED,
+    DesiredSlurmAccount,
+    SlurmAccountAdapter,
+    desired_account,
+)
+from enclave_operator.engine.managed import finalize_part, reconcile_part
+from enclave_operator.engine.recorder import ListRecorder
+from localenv.runtime import RunDir
+from support.slurm import SlurmEnv
+
+LIMITS = {"cpu": 16, "mem": "2Ti", "gpu": 2}
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmEnv]:
+    run = RunDir(tmp_path_factory.mktemp("slurm-run"))
+    try:
+        yield SlurmEnv.start(run)
+    finally:
+        run.stop_all()
+
+
+@pytest.fixture
+def account() -> str:
+    return f"t{secrets.token_hex(4)}"
+
+
+def desired(
+    name: str, users: Sequence[str] = ("alice", "bob"), cordoned: bool = False, **slurm: Any
+) -> DesiredSlurmAccount:
+    spec = SlurmCompute.model_validate({"fairshare": 5, "limits": LIMITS, "qos": ["normal"], **slurm})
+    return desired_account(name, f"Project {name}", spec, users, cordoned)
+
+
+def adapter(env: SlurmEnv, want: DesiredSlurmAccount, **settings: Any) -> SlurmAccountAdapter:
+    return SlurmAccountAdapter(env.settings(**settings), want)
+
+
+async def converge(env: SlurmEnv, want: DesiredSlurmAccount) -> tuple[Any, SlurmAccountAdapter, ListRecorder]:
+    a, recorder = adapter(env, want), ListRecorder()
+    outcome = await reconcile_part(a, recorder)
+    assert outcome.condition.status == "True", outcome.condition
+    return outcome, a, recorder
+
+
+async def test_create_matches_spec_and_second_reconcile_writes_nothing(slurm: SlurmEnv, account: str) -> None:
+    outcome, a, recorder = await converge(slurm, desired(account))
+    assert outcome.wrote
+    assert ("Normal", "CreatedSlurmAccount", f"created slurmaccount {account}") in recorder.events
+    row = slurm.account_row(account)
+    assert row is not None
+    assert row["ParentName"] == "root"
+    assert row["Fairshare"] == "5"
+    assert row["GrpTRES"] == "cpu=16,gres/gpu=2,mem=2T", "2Ti = 2097152M reads back as 2T"
+    assert row["QOS"] == "normal"
+    assert row["GrpSubmitJobs"] == "" and row["GrpJobs"] == ""
+    assert slurm.users(account) == {"alice", "bob"}
+    assert slurm.description(account) == f"project {account}"
+    assert outcome.observation.members == {"alice": ASSOCIATED, "bob": ASSOCIATED}
+
+    again = adapter(slurm, desired(account))
+    second = await reconcile_part(again, ListRecorder())
+    assert second.condition.status == "True" and not second.wrote
+    assert again.sacctmgr.writes == 0 and len(again.sacctmgr.calls) == 1, again.sacctmgr.calls
+
+
+async def test_members_added_and_removed_in_one_call_each(slurm: SlurmEnv, account: str) -> None:
+    await converge(slurm, desired(account, users=["alice", "bob"]))
+    outcome, a, recorder = await converge(slurm, desired(account, users=["bob", "carol", "dave", "erin"]))
+    assert outcome.wrote
+    assert slurm.users(account) == {"bob", "carol", "dave", "erin"}
+    verbs = [c.verb for c in a.sacctmgr.calls if c.write]
+    assert verbs == ["add user", "delete user"], "one batched add and one batched delete"
+    assert any(reason == "UpdatedSlurmAccount" for _, reason, _ in recorder.events)
+
+
+async def test_limit_change(slurm: SlurmEnv, account: str) -> None:
+    await converge(slurm, desired(account))
+    await converge(slurm, desired(account, limits={"cpu": 8, "gpu": 4}, fairshare=7))
+    row = slurm.account_row(account)
+    assert row is not None
+    assert row["GrpTRES"] == "cpu=8,gres/gpu=4", "mem limit removed, others changed"
+    assert row["Fairshare"] == "7"
+
+
+async def test_cordon_blocks_submissions_and_uncordon_restores(slurm: SlurmEnv, account: str) -> None:
+    # The test submits as the current user (root here), so that user is a member for this test.
+    import getpass
+
+    me = getpass.getuser()
+    await converge(slurm, desired(account, users=["alice", me], cordoned=True))
+    row = slurm.account_row(account)
+    assert row is not None and row["GrpSubmitJobs"] == "0" and row["GrpJobs"] == "0"
+    assert slurm.users(account) == {"alice", me}, "cordon keeps the associations (history, sacct)"
+    refused = slurm.sbatch(account)
+    assert refused.returncode != 0 and "AssocGrpSubmitJobsLimit" in refused.stderr, refused.stderr
+
+    await converge(slurm, desired(account, users=["alice", me], cordoned=False))
+    row = slurm.account_row(account)
+    assert row is not None and row["GrpSubmitJobs"] == "" and row["GrpJobs"] == ""
+    try:
+        accepted = slurm.sbatch(account)
+        assert accepted.returncode == 0, accepted.stderr
+    finally:
+        slurm.cancel_all(account)
+
+
+async def test_hand_made_changes_are_repaired(slurm: SlurmEnv, account: str) -> None:
+    await converge(slurm, desired(account))
+    for change in (
+        ["modify", "account", "where", f"name={account}", "set", "fairshare=99", "grptres=cpu=1,gres/gpu=-1"],
+        ["modify", "account", "where", f"name={account}", "set", "grpsubmitjobs=0"],
+        ["add", "user", "mallory", f"account={account}"],
+        ["delete", "user", "where", "name=bob", f"account={account}"],
+    ):
+        assert slurm.sacctmgr(*change).returncode == 0, change
+    a = adapter(slurm, desired(account))
+    seen = await a.observe()
+    assert not seen.up_to_date
+    for words in ("fairshare 99, want 5", "GrpTRES", "cordoned, want not cordoned", "users missing: bob", "mallory"):
+        assert words in seen.diff, (words, seen.diff)
+    assert seen.members == {"alice": ASSOCIATED, "bob": "Missing"}
+    outcome, _, recorder = await converge(slurm, desired(account))
+    assert outcome.wrote
+    row = slurm.account_row(account)
+    assert row is not None
+    assert (row["Fairshare"], row["GrpTRES"], row["GrpSubmitJobs"]) == ("5", "cpu=16,gres/gpu=2,mem=2T", "")
+    assert slurm.users(account) == {"alice", "bob"}
+
+
+async def test_missing_qos_is_rejected_without_fast_retry(slurm: SlurmEnv, account: str) -> None:
+    outcome = await reconcile_part(adapter(slurm, desired(account, qos=["nosuchqos"])), ListRecorder())
+    assert outcome.condition.status == "False"
+    assert outcome.condition.reason == reasons.REASON_BACKEND_ERROR
+    assert "nosuchqos" in outcome.condition.message
+    assert not outcome.retry
+    assert slurm.account_row(account) is None, "nothing half-created"
+
+
+async def test_delete_policy_delete_removes_users_and_account(slurm: SlurmEnv, account: str) -> None:
+    _, a, _ = await converge(slurm, desired(account))
+    result = await finalize_part(a, "Delete", ListRecorder())
+    assert result.done and result.message == "deleted"
+    assert slurm.assoc_rows(account) == []
+    assert slurm.description(account) is None, "the account record is gone too"
+    again = await finalize_part(adapter(slurm, desired(account)), "Delete", ListRecorder())
+    assert again.done, "missing is fine"
+    assert (await adapter(slurm, desired(account)).delete("Delete")).value == "Deleted"
+
+
+async def test_delete_policy_retain_keeps_account_without_access(slurm: SlurmEnv, account: str) -> None:
+    _, a, _ = await converge(slurm, desired(account))
+    result = await finalize_part(a, "Retain", ListRecorder())
+    assert result.done and result.message == "retained"
+    row = slurm.account_row(account)
+    assert row is not None, "account kept so job history stays attached to it"
+    assert row["GrpSubmitJobs"] == "0" and row["GrpJobs"] == "0"
+    assert row["GrpTRES"] == "cpu=16,gres/gpu=2,mem=2T", "limits untouched"
+    assert slurm.users(account) == set()
+    assert (await finalize_part(adapter(slurm, desired(account)), "Retain", ListRecorder())).done
+
+
+# --- outages: keep these last, they stop and restart slurmdbd --------------------------------------
+
+
+async def test_hung_slurmdbd_is_unavailable_within_the_timeout(slurm: SlurmEnv, account: str) -> None:
+    slurm.pause_dbd()
+    try:
+        start = time.monotonic()
+        outcome = await reconcile_part(adapter(slurm, desired(account), timeoutSeconds=1.5), ListRecorder())
+        elapsed = time.monotonic() - start
+    finally:
+        slurm.resume_dbd()
+    assert outcome.condition.status == "False"
+    assert outcome.condition.reason == reasons.REASON_BACKEND_UNAVAILABLE, outcome.condition
+    assert outcome.retry
+    assert elapsed < 3, f"bounded by timeoutSeconds, took {elapsed:.1f}s"
+    await converge(slurm, desired(account))
+
+
+async def test_stopped_slurmdbd_is_unavailable_then_recovers(slurm: SlurmEnv, account: str) -> None:
+    await converge(slurm, desired(account))
+    slurm.stop_dbd()
+    try:
+        start = time.monotonic()
+        outcome = await reconcile_part(adapter(slurm, desired(account, users=["carol"])), ListRecorder())
+        elapsed = time.monotonic() - start
+        assert outcome.condition.status == "False"
+        assert outcome.condition.reason == reasons.REASON_BACKEND_UNAVAILABLE, outcome.condition
+        assert "slurmdbd unreachable" in outcome.condition.message
+        assert outcome.retry and elapsed < 5
+    finally:
+        slurm.restart()
+    outcome, _, _ = await converge(slurm, desired(account, users=["carol"]))
+    assert outcome.wrote
+    assert slurm.users(account) == {"carol"}

@@ -1,0 +1,309 @@
+"""Pure parts of the Slurm adapter: validation, sacctmgr output parsing, normalising and diffing."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+
+from enclave_operator.api.research_project import SlurmCompute, SlurmLimits
+from enclave_operator.backends import slurm_accounts as sa
+from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
+
+
+def compute(**values: Any) -> SlurmCompute:
+    return SlurmCompute.model_validate(values)
+
+
+def test_desired_account_normalises_every_value() -> None:
+    want = sa.desired_account(
+        "proj-a",
+        'Étude: Cardiac MRI | "phase 2"',
+        compute(parent="research", fairshare=10, limits={"cpu": 16, "mem": "2Ti", "gpu": 2}, qos=["normal", "gpu"]),
+        ["bob", "alice", "bob"],
+        True,
+    )
+    assert want == sa.DesiredSlurmAccount(
+        name="proj-a",
+        description="etude: cardiac mri phase 2",
+        parent="research",
+        fairshare=10,
+        grp_tres={"cpu": "16", "mem": "2097152M", "gres/gpu": "2"},
+        qos=["gpu", "normal"],
+        users=["alice", "bob"],
+        cordoned=True,
+    )
+
+
+def test_user_prefix_is_applied() -> None:
+    want = sa.desired_account("p", None, compute(), ["alice"], False, user_prefix="ext_")
+    assert want.users == ["ext_alice"] and want.description == "p"
+
+
+@pytest.mark.parametrize(
+    ("name", "slurm", "users", "field", "why"),
+    [
+        ("Proj", {}, [], "Slurm account name", "uppercase would be lowercased by Slurm and never match"),
+        ("p,q", {}, [], "Slurm account name", "a comma makes sacctmgr see two accounts"),
+        ("p", {}, ["bad user"], "spec.members[].user", "a space splits the sacctmgr argument"),
+        ("p", {}, ["a=b"], "spec.members[].user", "'=' is sacctmgr's option syntax"),
+        ("p", {"parent": "p"}, [], "spec.compute.slurm.parent", "an account cannot be its own parent"),
+        ("p", {"limits": {"mem": "lots"}}, [], "spec.compute.slurm.limits.mem", "not a quantity"),
+        ("p", {"limits": {"mem": "-1Gi"}}, [], "spec.compute.slurm.limits.mem", "negative memory"),
+        ("x" * 65, {}, [], "Slurm account name", "longer than 64 characters"),
+    ],
+)
+def test_desired_account_rejects(name: str, slurm: dict[str, Any], users: list[str], field: str, why: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(field)):
+        sa.desired_account(name, None, raw(**slurm), users, False)
+
+
+def raw(**values: Any) -> SlurmCompute:
+    """Bypass the API model's own validation: the adapter must not rely on it (older CRDs, direct use)."""
+    base = compute().model_dump()
+    limits = SlurmLimits.model_construct(**{**base.pop("limits"), **values.pop("limits", {})})
+    return SlurmCompute.model_construct(**{**base, **values, "limits": limits})
+
+
+@pytest.mark.parametrize(
+    ("limits", "field", "why"),
+    [
+        ({"cpu": -1}, "spec.compute.slurm.limits.cpu", "negative cores"),
+        ({"gpu": -2}, "spec.compute.slurm.limits.gpu", "negative GPUs"),
+        ({"cpu": True}, "spec.compute.slurm.limits.cpu", "a boolean is not a count"),
+    ],
+)
+def test_desired_account_rejects_bad_counts(limits: dict[str, Any], field: str, why: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        sa.desired_account("p", None, raw(limits=limits), [], False)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "mb", "why"),
+    [
+        ("2Ti", 2097152, "binary suffix: exact MiB"),
+        ("1Gi", 1024, "one GiB"),
+        ("1G", 954, "decimal GB rounds up to whole MiB"),
+        ("1", 1, "one byte still needs a whole MiB"),
+        ("0", 0, "zero is a real limit (no memory)"),
+        (1048576, 1, "integer bytes"),
+    ],
+)
+def test_mem_to_mb(quantity: str | int, mb: int, why: str) -> None:
+    assert sa.mem_to_mb(quantity) == mb, why
+
+
+@pytest.mark.parametrize(
+    ("text", "mb", "why"),
+    [
+        ("2T", 2097152, "sacctmgr collapses exact multiples of 1024"),
+        ("1G", 1024, "GiB"),
+        ("1500M", 1500, "not a multiple: stays in M"),
+        ("1", 1, "bare number is MB"),
+        ("0", 0, "zero"),
+        ("512K", 1, "K rounds up to a whole MB"),
+    ],
+)
+def test_slurm_mem_to_mb(text: str, mb: int, why: str) -> None:
+    assert sa.slurm_mem_to_mb(text) == mb, why
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed", "why"),
+    [
+        ("cpu=16,gres/gpu=2,mem=2T", {"cpu": "16", "gres/gpu": "2", "mem": "2097152M"}, "Slurm's read-back form"),
+        ("mem=1G,cpu=4", {"cpu": "4", "mem": "1024M"}, "order does not matter"),
+        ("", {}, "no limits"),
+        ("billing=100,node=2", {"billing": "100", "node": "2"}, "unmanaged TRES are kept, not interpreted"),
+    ],
+)
+def test_parse_tres(text: str, parsed: dict[str, str], why: str) -> None:
+    assert sa.parse_tres(text) == parsed, why
+
+
+def test_parse_rows_keeps_a_pipe_in_the_description() -> None:
+    out = "p|enclave|||root|5|cpu=1|||normal|a | b\np|enclave|alice|||1||||normal|a | b\n\n"
+    rows = sa.parse_rows(out)
+    assert [r.user for r in rows] == ["", "alice"]
+    assert rows[0].description == "a | b" and rows[0].is_account_row
+
+
+def test_parse_rows_rejects_other_shapes() -> None:
+    with pytest.raises(ValueError, match="fields"):
+        sa.parse_rows("p|enclave|alice\n")
+
+
+@pytest.mark.parametrize(
+    ("cluster", "rows", "exists", "record", "users", "why"),
+    [
+        (None, "p|c1|||root|1|||||d\np|c1|bob|||1|||||d", True, True, {"bob"}, "account and one user"),
+        ("c1", "p||||||||||d", False, True, set(), "record only: no association on the cluster"),
+        ("c1", "", False, False, set(), "nothing at all"),
+        ("c1", "p|c2|||root|1|||||d\np|c1|||root|1|||||d", True, True, set(), "other clusters are ignored"),
+    ],
+)
+def test_account_state(cluster: str | None, rows: str, exists: bool, record: bool, users: set[str], why: str) -> None:
+    state = sa.account_state(sa.parse_rows(rows), "p", cluster)
+    assert (state.exists, state.record, set(state.users)) == (exists, record, users), why
+    assert all(r.cluster in ("", cluster) for r in state.account_rows) or cluster is None
+
+
+WANT = sa.DesiredSlurmAccount(
+    name="p",
+    description="proj",
+    parent="root",
+    fairshare=5,
+    grp_tres={"cpu": "16", "mem": "2097152M"},
+    qos=["normal"],
+    users=["alice"],
+    cordoned=False,
+)
+
+
+def row(**values: str) -> sa.AssocRow:
+    base = dict(account="p", cluster="c", user="", partition="", parent="root", fairshare="5", grp_tres="cpu=16,mem=2T")
+    base |= dict(grp_submit_jobs="", grp_jobs="", qos="normal", description="proj")
+    return sa.AssocRow(**{**base, **values})
+
+
+@pytest.mark.parametrize(
+    ("actual", "want", "changes", "why"),
+    [
+        (row(), WANT, {}, "identical after normalising mem 2T = 2097152M"),
+        (row(grp_tres="mem=2T,cpu=16,billing=9"), WANT, {}, "TRES order and unmanaged TRES do not matter"),
+        (row(fairshare="99"), WANT, {"fairshare": "5"}, "hand-made fairshare change"),
+        (
+            row(grp_tres="cpu=16,gres/gpu=4,mem=2T"),
+            WANT,
+            {"grptres": "gres/gpu=-1"},
+            "a limit not in the spec is cleared",
+        ),
+        (row(grp_tres="cpu=8"), WANT, {"grptres": "cpu=16,mem=2097152M"}, "only differing limits are set"),
+        (row(qos="normal,high"), WANT, {"qos": "normal"}, "extra QOS removed"),
+        (row(qos="high"), dataclasses.replace(WANT, qos=[]), {}, "empty qos = inherit, unmanaged"),
+        (row(parent="other"), WANT, {"parent": "root"}, "moved account moved back"),
+        (row(description="x"), WANT, {"description": "proj"}, "description"),
+        (
+            row(),
+            dataclasses.replace(WANT, cordoned=True),
+            {"grpsubmitjobs": "0", "grpjobs": "0"},
+            "cordon",
+        ),
+        (row(grp_submit_jobs="0", grp_jobs="0"), WANT, {"grpsubmitjobs": "-1", "grpjobs": "-1"}, "un-cordon"),
+        (row(grp_submit_jobs="0"), WANT, {"grpsubmitjobs": "-1", "grpjobs": "-1"}, "half a cordon is repaired"),
+    ],
+)
+def test_account_changes(actual: sa.AssocRow, want: sa.DesiredSlurmAccount, changes: dict[str, str], why: str) -> None:
+    got, diff = sa.account_changes(want, actual)
+    assert got == changes, why
+    assert bool(diff) == bool(changes), why
+
+
+def test_member_states() -> None:
+    assert sa.member_states({"alice": "ext_alice", "bob": "ext_bob"}, ["ext_alice", "ext_carol"]) == {
+        "alice": sa.ASSOCIATED,
+        "bob": sa.MISSING,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "words", "why"),
+    [
+        ("sacctmgr: error: slurm_persist_conn_open_without_init: failed to open persistent connection to "
+         "host:127.0.0.1:6819: Connection refused", BackendUnavailable, "unreachable", "slurmdbd down"),
+        ("sacctmgr: error: Problem talking to the database: Connection refused", BackendUnavailable,
+         "unreachable", "database down"),
+        (" Error with request: Job(s) active, cancel job(s) before remove", BackendError, "running or pending jobs",
+         "delete with jobs: retry later"),
+        ("sacctmgr: error: You gave a bad qos 'nosuch'. Valid QOS's are normal\n Unknown option: qos=nosuch",
+         BackendRejected, "bad qos 'nosuch'", "missing QOS: no fast retry"),
+        (" Parent account 'x' doesn't exist on cluster c\n        Contact your admin to add this account.",
+         BackendRejected, "Parent account 'x'", "missing parent"),
+        ("something odd", BackendError, "exit 1", "anything else"),
+    ],
+)  # fmt: skip
+def test_classify_failure(text: str, kind: type[BackendError], words: str, why: str) -> None:
+    error = sa.classify_failure("sacctmgr add account", 1, text)
+    assert type(error) is kind, why
+    assert words in str(error), why
+    assert len(str(error)) < 300
+
+
+@pytest.mark.parametrize(
+    ("stdout", "rc", "nothing", "why"),
+    [
+        (" Nothing new added.\n", 1, True, "duplicate add"),
+        (" Nothing modified\n", 1, True, "missing modify"),
+        (" Nothing deleted\n", 1, True, "missing delete"),
+        (" Nothing deleted\n", 0, False, "rc 0 is plain success"),
+        (" Error with request\n", 1, False, "a real failure"),
+    ],
+)
+def test_nothing_done(stdout: str, rc: int, nothing: bool, why: str) -> None:
+    assert sa.SacctmgrResult(rc, stdout, "").nothing_done is nothing, why
+
+
+def test_settings_are_camel_case_strict_and_frozen() -> None:
+    s = sa.SlurmSettings.model_validate({"sacctmgrPath": "/usr/bin/sacctmgr", "slurmConf": "/x/slurm.conf",
+                                         "cluster": "enclave", "timeoutSeconds": 3, "userPrefix": "ext_"})  # fmt: skip
+    assert str(s.slurm_conf) == "/x/slurm.conf" and s.timeout_seconds == 3
+    with pytest.raises(pydantic.ValidationError):
+        sa.SlurmSettings.model_validate({"sacctmgr": "x"})
+    with pytest.raises(pydantic.ValidationError):
+        sa.SlurmSettings.model_validate({"cluster": "Big Cluster"})
+    with pytest.raises(pydantic.ValidationError):
+        s.cluster = "other"  # type: ignore[misc]
+
+
+def fake_sacctmgr(tmp_path: Path, body: str) -> sa.Sacctmgr:
+    script = tmp_path / "sacctmgr"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    settings = sa.SlurmSettings(sacctmgrPath=str(script), slurmConf=Path("/x/slurm.conf"), timeoutSeconds=0.5)
+    return sa.Sacctmgr(settings)
+
+
+async def test_runner_passes_argv_and_slurm_conf(tmp_path: Path) -> None:
+    runner = fake_sacctmgr(tmp_path, 'echo "$SLURM_CONF|$*"')
+    result = await runner.run("show", "account", "where", "name=a b", write=False)
+    assert result.stdout.strip() == "/x/slurm.conf|-i -n -P show account where name=a b", "argv, never a shell"
+    assert [(c.verb, c.write) for c in runner.calls] == [("show account", False)]
+
+
+async def test_runner_kills_a_hung_sacctmgr(tmp_path: Path) -> None:
+    runner = fake_sacctmgr(tmp_path, "exec sleep 30")
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="did not answer"):
+        await runner.run("show", "account", write=False)
+    assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize(
+    ("body", "tolerate", "raises", "why"),
+    [
+        ('echo " Nothing new added."; exit 1', True, None, "duplicate add is success when the intent is met"),
+        ('echo " Nothing new added."; exit 1', False, BackendError, "unless the caller says otherwise"),
+        ('echo "sacctmgr: error: Sending PersistInit msg: Connection refused" >&2; exit 1', True,
+         BackendUnavailable, "slurmdbd down"),
+    ],
+)  # fmt: skip
+async def test_runner_exit_codes(
+    tmp_path: Path, body: str, tolerate: bool, raises: type[BackendError] | None, why: str
+) -> None:
+    runner = fake_sacctmgr(tmp_path, body)
+    if raises is None:
+        assert (await runner.run("add", "account", "p", write=True, tolerate_nothing=tolerate)).nothing_done, why
+    else:
+        with pytest.raises(raises):
+            await runner.run("add", "account", "p", write=True, tolerate_nothing=tolerate)
+
+
+async def test_runner_missing_binary(tmp_path: Path) -> None:
+    runner = sa.Sacctmgr(sa.SlurmSettings(sacctmgrPath=str(tmp_path / "nope")))
+    with pytest.raises(BackendError, match="cannot run"):
+        await runner.run("show", "account", write=False)

@@ -23,6 +23,8 @@ from localenv.certs import loopback_server_cert  # noqa: E402
 from localenv.runtime import REPO_ROOT, RunDir, Service, ServiceError, free_port, http_ok  # noqa: E402
 
 PEOPLE = ("alice", "bob", "carol", "dave")
+INGEST_NAMESPACE = "enclave-ingest"
+INGEST_EXAMPLE = REPO_ROOT / "manifests" / "examples" / "data-ingest.yaml"
 EXAMPLE = REPO_ROOT / "manifests" / "examples" / "research-project.yaml"
 KUBECTL = str(REPO_ROOT / ".cache" / "bin" / "kubectl")
 
@@ -63,6 +65,35 @@ def seed_people(run: RunDir, facts: dict[str, Any]) -> dict[str, str]:
     return people
 
 
+def prepare_ingest(run: RunDir, facts: dict[str, Any]) -> None:
+    """The platform team's part: PACS content (pydicom's bundled test files), the ingest namespace with the
+    PACS credentials, the stewards' role, and a stand-in kubelet for worker pods (no container runtime here)."""
+    import pydicom.data
+    import requests
+
+    orthanc = facts["orthanc"]
+    for name in ("CT_small.dcm", "MR_small.dcm", "SC_rgb_small_odd.dcm"):
+        data = Path(pydicom.data.get_testdata_file(name)).read_bytes()
+        requests.post(f"{orthanc['url']}/instances", data=data, auth=(orthanc["username"], orthanc["password"]),
+                      headers={"Content-Type": "application/dicom"}, timeout=30).raise_for_status()  # fmt: skip
+    # Idempotent creates: on a second `make demo` these exist already, which is fine.
+    k = [KUBECTL, f"--kubeconfig={run.path / 'kubeconfig'}"]
+    subprocess.run([*k, "create", "namespace", INGEST_NAMESPACE], capture_output=True)
+    subprocess.run([*k, "create", "secret", "generic", "research-pacs-credentials", "-n", INGEST_NAMESPACE,
+                    f"--from-literal=username={orthanc['username']}", f"--from-literal=password={orthanc['password']}"],
+                   capture_output=True)  # fmt: skip
+    subprocess.run([*k, "create", "clusterrolebinding", "data-stewards", "--clusterrole=enclave-data-steward",
+                    "--group=enclave:data-stewards"], capture_output=True)  # fmt: skip
+    run.start(Service(
+        name="podrunner",
+        argv=[sys.executable, "-m", "localenv.podrunner", f"--kubeconfig={run.path / 'kubeconfig'}",
+              f"--namespace={INGEST_NAMESPACE}", f"--bin-dir={Path(sys.executable).parent}",
+              f"--log-dir={run.logs / 'pods'}"],
+        env={"PYTHONPATH": str(REPO_ROOT / "hack")},
+        ready=lambda: True,
+    ))  # fmt: skip
+
+
 def operator_service(run: RunDir, facts: dict[str, Any]) -> Service:
     minio, ipa, slurm = facts["minio"], facts["freeipa"], facts["slurm"]
     tls = loopback_server_cert(run.path / "webhook-tls", "webhook")
@@ -77,6 +108,12 @@ def operator_service(run: RunDir, facts: dict[str, Any]) -> Service:
                     "freeipa": {"url": ipa["url"], "caFile": ipa["ca_cert"], "username": ipa["admin_user"]},
                 },
                 "slurm": {"slurmConf": slurm["slurm_conf"], "cluster": slurm["cluster"]},
+                "ingest": {
+                    "namespace": INGEST_NAMESPACE,
+                    "pollSeconds": 2,
+                    "sources": [{"name": "research-pacs", "kind": "dicomweb", "url": facts["orthanc"]["dicomweb_root"],
+                                 "credentialsSecret": "research-pacs-credentials"}],
+                },
                 "webhook": {
                     "enabled": True, "listenAddress": "127.0.0.1", "port": free_port(), "host": "127.0.0.1",
                     "certFile": tls["cert"], "keyFile": tls["key"], "caFile": tls["ca_cert"],
@@ -120,10 +157,19 @@ def up() -> int:
     kubectl(run, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "manifests" / "rbac"))
     kubectl(run, "wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
             "app.kubernetes.io/part-of=enclave-operator")  # fmt: skip
+    prepare_ingest(run, facts)
     operator = run.start(operator_service(run, facts))
     kubectl(run, "apply", "-f", str(EXAMPLE))
     kubectl(run, "wait", "--for=condition=Ready", "--timeout=180s", "researchproject/onco-flow")
     print(kubectl(run, "get", "researchprojects", "-o", "wide"))
+    kubectl(run, "apply", "-f", str(INGEST_EXAMPLE))
+    kubectl(run, "wait", "--for=jsonpath={.status.phase}=AwaitingApproval", "--timeout=60s",
+            "dataingest/ct-cohort-1", "-n", "onco-flow")  # fmt: skip
+    kubectl(run, "annotate", "dataingest/ct-cohort-1", "-n", "onco-flow", "enclave.io/approved-by=steve",
+            "--as=steve", "--as-group=enclave:data-stewards", "--overwrite")  # fmt: skip
+    kubectl(run, "wait", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=300s", "dataingest/ct-cohort-1",
+            "-n", "onco-flow")  # fmt: skip
+    print(kubectl(run, "get", "dataingests", "-A", "-o", "wide"))
     minio, ipa, slurm = facts["minio"], facts["freeipa"], facts["slurm"]
     print(
         textwrap.dedent(f"""\
@@ -134,6 +180,7 @@ def up() -> int:
           kubectl describe researchproject onco-flow
           kubectl get rolebindings,resourcequota,networkpolicies -n onco-flow
           SLURM_CONF={slurm["slurm_conf"]} sacctmgr show assoc where account=onco-flow
+          kubectl describe dataingest -n onco-flow ct-cohort-1    # provenance: s3://onco-flow/raw/ct-cohort-1/_manifest.json
 
           MinIO (S3):      http://{minio["endpoint"]}  (root credentials in {run.state_file})
           FreeIPA (test):  {ipa["url"]}  (CA {ipa["ca_cert"]})

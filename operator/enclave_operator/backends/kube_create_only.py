@@ -4,6 +4,7 @@ a namespace or service account the operator needs to exist."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,7 +44,7 @@ class CreateOnlyAdapter:
             obj = await kube.call(f"get {self._what}", self._client.get(self._resource, self._name,
                                                                        namespace=self._namespace))  # fmt: skip
         except kube.NotFound:
-            return NOT_FOUND
+            return dataclasses.replace(NOT_FOUND, resource=self._name)
         terminating = bool(obj.metadata and obj.metadata.deletionTimestamp)
         return Observation(True, not terminating, "terminating" if terminating else "", self._name,
                            terminating=terminating)  # fmt: skip

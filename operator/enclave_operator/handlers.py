@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
@@ -25,6 +27,22 @@ from enclave_operator.settings import OperatorSettings
 ANNOTATION_PREFIX = GROUP
 PROJECTS = (GROUP, VERSION, PROJECT_KIND.plural)
 INGESTS = (GROUP, VERSION, INGEST_KIND.plural)
+
+
+@contextlib.asynccontextmanager
+async def observed(kind: str) -> AsyncIterator[dict[str, str]]:
+    """Count and time one reconcile of `kind`; the body may set outcome["result"] (default "ok")."""
+    outcome = {"result": "ok"}
+    start = time.perf_counter()
+    try:
+        yield outcome
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(kind=kind).inc()
+        outcome["result"] = "error"
+        raise
+    finally:
+        metrics.RECONCILE_SECONDS.labels(kind=kind).observe(time.perf_counter() - start)
+        metrics.RECONCILES.labels(kind=kind, result=outcome["result"]).inc()
 
 
 def today() -> datetime.date:
@@ -80,31 +98,23 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     async def _reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
         runtime: Runtime = memo.runtime
         meta = body["metadata"]
-        start = time.perf_counter()
         recorder = KubeRecorder(runtime.backends.kube, body)
-        async with runtime.locks[meta["uid"]]:
-            try:
-                result = await research_project.reconcile(
-                    name=meta["name"],
-                    generation=int(meta.get("generation", 0)),
-                    raw_spec=body.get("spec", {}),
-                    current_status=body.get("status"),
-                    backends=runtime.backends,
-                    settings=runtime.settings,
-                    recorder=recorder,
-                    today=today(),
-                    annotations=dict(meta.get("annotations") or {}),
-                )
-                await recorder.flush()
-                if result.changed:
-                    await status_io.write_project_status(runtime.backends.kube, meta["name"], result.status)
-            except Exception:
-                metrics.RECONCILE_ERRORS.labels(kind=PROJECT_KIND.kind).inc()
-                metrics.RECONCILES.labels(kind=PROJECT_KIND.kind, result="error").inc()
-                raise
-            finally:
-                metrics.RECONCILE_SECONDS.labels(kind=PROJECT_KIND.kind).observe(time.perf_counter() - start)
-        metrics.RECONCILES.labels(kind=PROJECT_KIND.kind, result="retry" if result.retry else "ok").inc()
+        async with runtime.locks[meta["uid"]], observed(PROJECT_KIND.kind) as outcome:
+            result = await research_project.reconcile(
+                name=meta["name"],
+                generation=int(meta.get("generation", 0)),
+                raw_spec=body.get("spec", {}),
+                current_status=body.get("status"),
+                backends=runtime.backends,
+                settings=runtime.settings,
+                recorder=recorder,
+                today=today(),
+                annotations=dict(meta.get("annotations") or {}),
+            )
+            await recorder.flush()
+            if result.changed:
+                await status_io.write_project_status(runtime.backends.kube, meta["name"], result.status)
+            outcome["result"] = "retry" if result.retry else "ok"
         if result.retry:
             raise kopf.TemporaryError(result.message, delay=runtime.settings.intervals.retry_seconds)
 
@@ -154,28 +164,20 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     async def _reconcile_ingest(body: kopf.Body, memo: kopf.Memo) -> None:
         runtime: Runtime = memo.runtime
         meta = body["metadata"]
-        start = time.perf_counter()
         recorder = KubeRecorder(runtime.backends.kube, body)
-        async with runtime.locks[meta["uid"]]:
-            try:
-                result = await data_ingest.reconcile(
-                    body=body,
-                    backends=runtime.backends,
-                    settings=runtime.settings,
-                    recorder=recorder,
-                    now=datetime.datetime.now(datetime.UTC),
+        async with runtime.locks[meta["uid"]], observed(INGEST_KIND.kind):
+            result = await data_ingest.reconcile(
+                body=body,
+                backends=runtime.backends,
+                settings=runtime.settings,
+                recorder=recorder,
+                now=datetime.datetime.now(datetime.UTC),
+            )
+            await recorder.flush()
+            if result.changed:
+                await status_io.write_ingest_status(
+                    runtime.backends.kube, meta["namespace"], meta["name"], result.status
                 )
-                await recorder.flush()
-                if result.changed:
-                    await status_io.write_ingest_status(
-                        runtime.backends.kube, meta["namespace"], meta["name"], result.status
-                    )
-            except Exception:
-                metrics.RECONCILE_ERRORS.labels(kind=INGEST_KIND.kind).inc()
-                raise
-            finally:
-                metrics.RECONCILE_SECONDS.labels(kind=INGEST_KIND.kind).observe(time.perf_counter() - start)
-        metrics.RECONCILES.labels(kind=INGEST_KIND.kind, result="ok").inc()
 
     @kopf.on.resume(*INGESTS, registry=registry, id="reconcile")
     @kopf.on.create(*INGESTS, registry=registry, id="reconcile")

@@ -63,3 +63,13 @@ def test_crd_names_category_columns_and_status_subresource() -> None:
     assert [c["name"] for c in version["additionalPrinterColumns"]][:4] == ["Owner", "Members", "Ready", "Cordoned"]
     members = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["members"]
     assert members["x-kubernetes-list-map-keys"] == ["user"], "duplicate members must be rejected by the API server"
+
+
+def test_data_ingest_options_are_the_engines_options() -> None:
+    """The CRD's enum of de-identification options is the engine's list: a new engine option needs an API change."""
+    import typing
+
+    from enclave_operator.api.data_ingest import DeidOption
+    from enclave_operator.deid.profile import OPTION_NAMES
+
+    assert set(typing.get_args(DeidOption)) == set(OPTION_NAMES)

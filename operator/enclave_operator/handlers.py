@@ -22,7 +22,7 @@ from enclave_operator.engine import status as status_io
 from enclave_operator.engine.events import KubeRecorder
 from enclave_operator.reconcilers import data_ingest, research_project
 from enclave_operator.runtime import Runtime
-from enclave_operator.settings import OperatorSettings
+from enclave_operator.settings import IntervalSettings, OperatorSettings
 
 ANNOTATION_PREFIX = GROUP
 PROJECTS = (GROUP, VERSION, PROJECT_KIND.plural)
@@ -43,6 +43,13 @@ async def observed(kind: str) -> AsyncIterator[dict[str, str]]:
     finally:
         metrics.RECONCILE_SECONDS.labels(kind=kind).observe(time.perf_counter() - start)
         metrics.RECONCILES.labels(kind=kind, result=outcome["result"]).inc()
+
+
+def backoff(intervals: IntervalSettings, retry: int) -> float:
+    """Exponential back-off for a part that is not ready (e.g. a backend outage), capped at the resync interval."""
+    return float(
+        min(intervals.retry_seconds * 2 ** min(retry, 10), max(intervals.resync_seconds, intervals.retry_seconds))
+    )
 
 
 def today() -> datetime.date:
@@ -95,7 +102,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         if runtime is not None:
             await runtime.close()
 
-    async def _reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
+    async def _reconcile(body: kopf.Body, memo: kopf.Memo, retry: int = 0) -> None:
         runtime: Runtime = memo.runtime
         meta = body["metadata"]
         recorder = KubeRecorder(runtime.backends.kube, body)
@@ -116,13 +123,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                 await status_io.write_project_status(runtime.backends.kube, meta["name"], result.status)
             outcome["result"] = "retry" if result.retry else "ok"
         if result.retry:
-            raise kopf.TemporaryError(result.message, delay=runtime.settings.intervals.retry_seconds)
+            raise kopf.TemporaryError(result.message, delay=backoff(runtime.settings.intervals, retry))
 
     @kopf.on.resume(*PROJECTS, registry=registry, id="reconcile")
     @kopf.on.create(*PROJECTS, registry=registry, id="reconcile")
     @kopf.on.update(*PROJECTS, registry=registry, id="reconcile")
-    async def reconcile_project(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        await _reconcile(body, memo)
+    async def reconcile_project(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+        await _reconcile(body, memo, retry)
 
     @kopf.timer(
         *PROJECTS,

@@ -31,3 +31,11 @@ def test_run_refuses_to_start_without_credentials(
 def test_crds_prints_the_generated_crds(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["crds"]) == 0
     assert "name: researchprojects.enclave.io" in capsys.readouterr().out
+
+
+def test_retries_back_off_exponentially_up_to_the_resync_interval() -> None:
+    from enclave_operator.handlers import backoff
+    from enclave_operator.settings import IntervalSettings
+
+    intervals = IntervalSettings(retry_seconds=2, resync_seconds=60)
+    assert [backoff(intervals, n) for n in range(7)] == [2, 4, 8, 16, 32, 60, 60]

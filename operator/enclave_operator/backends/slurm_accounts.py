@@ -72,7 +72,9 @@ _UNAVAILABLE_MARKERS = (
     "zero bytes were transmitted",
     "slurmdbd: ",
 )
-_NOTHING = ("nothing new added", "nothing modified", "nothing deleted")
+_NOTHING = ("nothing new added", "nothing modified", "nothing deleted", "no associations created")
+_ASSOC_FORMAT = "Account,Cluster,User,Partition,ParentName,Fairshare,GrpTRES,GrpSubmitJobs,GrpJobs,QOS"
+"""`show assoc` has no description column: the fallback read reports an empty description."""
 
 
 class SlurmSettings(pydantic.BaseModel):
@@ -407,6 +409,7 @@ class Sacctmgr:
         self.settings = settings
         self.calls: collections.deque[SacctmgrCall] = collections.deque(maxlen=keep_calls)
         self._slots = asyncio.Semaphore(settings.max_concurrent_calls)
+        self._write_lock = asyncio.Lock()
         env = dict(os.environ)
         if settings.slurm_conf is not None:
             env["SLURM_CONF"] = str(settings.slurm_conf)
@@ -418,6 +421,11 @@ class Sacctmgr:
 
     async def run(self, *args: str, write: bool, tolerate_nothing: bool = False) -> SacctmgrResult:
         """Run `sacctmgr -i -n -P <args>`; BackendError unless rc 0 (or, if tolerated, "Nothing …")."""
+        if write:
+            # Concurrent adds on slurmdbd 22.05 were seen to leave an account record without its listing
+            # (200 projects at once); slurmdbd serializes writes anyway, so one at a time costs little.
+            async with self._write_lock, self._slots:
+                return await self._run(args, write=write, tolerate_nothing=tolerate_nothing)
         async with self._slots:
             return await self._run(args, write=write, tolerate_nothing=tolerate_nothing)
 
@@ -490,10 +498,24 @@ class SlurmAccountAdapter:
         )
         try:
             rows = parse_rows(result.stdout)
+            if not rows:
+                rows = await self._read_associations()
         except ValueError as error:
             raise BackendError(f"cannot read sacctmgr output: {error}") from None
         self._state = account_state(rows, self._d.name, self._s.cluster)
         return self._state
+
+    async def _read_associations(self) -> list[AssocRow]:
+        """Seen under concurrent adds on 22.05: associations exist while `show account withassoc` lists nothing
+        (the account record lost its description). Read the associations directly; the empty description then
+        shows as a difference and the next update repairs the record."""
+        result = await self.sacctmgr.run(
+            "show", "assoc", *self._where(f"account={self._d.name}"), f"format={_ASSOC_FORMAT}", write=False
+        )
+        # The description cannot be read this way; take it as desired rather than chase a repair that
+        # `modify` cannot make (it answers "Nothing modified").
+        desc = self._d.description
+        return parse_rows("\n".join(f"{line}|{desc}" for line in result.stdout.splitlines() if line.strip()))
 
     async def observe(self) -> Observation:
         state = await self.read()

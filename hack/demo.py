@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from localenv import environment  # noqa: E402
 from localenv.certs import loopback_server_cert  # noqa: E402
+from localenv.podrunner import podrunner_service  # noqa: E402
 from localenv.runtime import REPO_ROOT, RunDir, Service, ServiceError, free_port, http_ok  # noqa: E402
 
 PEOPLE = ("alice", "bob", "carol", "dave")
@@ -84,14 +85,7 @@ def prepare_ingest(run: RunDir, facts: dict[str, Any]) -> None:
                    capture_output=True)  # fmt: skip
     subprocess.run([*k, "create", "clusterrolebinding", "data-stewards", "--clusterrole=enclave-data-steward",
                     "--group=enclave:data-stewards"], capture_output=True)  # fmt: skip
-    run.start(Service(
-        name="podrunner",
-        argv=[sys.executable, "-m", "localenv.podrunner", f"--kubeconfig={run.path / 'kubeconfig'}",
-              f"--namespace={INGEST_NAMESPACE}", f"--bin-dir={Path(sys.executable).parent}",
-              f"--log-dir={run.logs / 'pods'}"],
-        env={"PYTHONPATH": str(REPO_ROOT / "hack")},
-        ready=lambda: True,
-    ))  # fmt: skip
+    run.start(podrunner_service(run, run.path / "kubeconfig", INGEST_NAMESPACE))
 
 
 def operator_service(run: RunDir, facts: dict[str, Any]) -> Service:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from localenv.runtime import DEFAULT_BIN_DIR
+from localenv.runtime import DEFAULT_BIN_DIR, REPO_ROOT, RunDir, Service
 
 POLL_S = 0.5
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -135,6 +135,17 @@ def _run_and_report(pod: dict[str, Any], kubectl: Kubectl, bin_dir: Path, log_di
         print(f"podrunner: pod {pod['metadata']['name']} exited {code}", flush=True)
     except RuntimeError as error:
         print(f"podrunner: pod {pod['metadata']['name']} could not run: {error}", flush=True)
+
+
+def podrunner_service(run: RunDir, kubeconfig: Path | str, namespace: str, bin_dir: Path | None = None) -> Service:
+    """This stand-in kubelet as a service of a run directory (tests, the demo); pod logs in <run>/logs/pods."""
+    return Service(
+        name="podrunner",
+        argv=[sys.executable, "-m", "localenv.podrunner", f"--kubeconfig={kubeconfig}", f"--namespace={namespace}",
+              f"--bin-dir={bin_dir or Path(sys.executable).parent}", f"--log-dir={run.logs / 'pods'}"],
+        env={"PYTHONPATH": str(REPO_ROOT / "hack")},
+        ready=lambda: True,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

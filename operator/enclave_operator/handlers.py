@@ -197,6 +197,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         registry=registry,
         id="poll",
         interval=config.ingest.poll_seconds,
+        initial_delay=config.ingest.poll_seconds,  # the create handler has just run
         when=lambda status, **_: (status or {}).get("phase") not in data_ingest.FINAL_PHASES,
     )
     async def poll_ingest(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

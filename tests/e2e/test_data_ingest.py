@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +18,8 @@ import pytest
 import yaml
 
 from enclave_operator.backends import s3_minio
-from localenv.runtime import REPO_ROOT, RunDir, Service
+from localenv.podrunner import podrunner_service
+from localenv.runtime import REPO_ROOT, RunDir
 from support.builders import ProjectBuilder
 from support.cluster import Cluster
 from support.operator import OperatorProcess
@@ -40,14 +40,7 @@ def platform(crds: Cluster, orthanc: dict[str, Any], run_dir: RunDir) -> Iterato
              check=False)  # fmt: skip
     crds.run("create", "clusterrolebinding", "test-stewards", "--clusterrole=enclave-data-steward",
              f"--group={STEWARDS}", check=False)  # fmt: skip
-    run_dir.start(Service(
-        name="podrunner",
-        argv=[sys.executable, "-m", "localenv.podrunner", f"--kubeconfig={crds.kubeconfig}",
-              f"--namespace={NAMESPACE}", f"--bin-dir={REPO_ROOT / '.venv' / 'bin'}",
-              f"--log-dir={run_dir.path / 'pods'}"],
-        env={"PYTHONPATH": str(REPO_ROOT / "hack")},
-        ready=lambda: True,
-    ))  # fmt: skip
+    run_dir.start(podrunner_service(run_dir, crds.kubeconfig, NAMESPACE, REPO_ROOT / ".venv" / "bin"))
     yield crds
     run_dir.stop("podrunner")
 

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Generate the project's compact copy of DICOM PS3.15 Table E.1-1.
 
-Why: the engine must not depend on ``/work/shared/reference`` at run time, and
-reviewers need a small, diffable, committed table. This script converts the
-reference JSON (621 rows) into ``operator/enclave_operator/deid/data/ps315_table_e11.json``.
-A unit test regenerates the table and asserts it equals the committed file.
+The committed table ``operator/enclave_operator/deid/data/ps315_table_e11.json`` is the engine's
+source of truth: the repository needs nothing outside itself, at run time or in tests. It was made
+by this script from the machine-readable extraction of the standard published by
+innolitics/dicom-standard (MIT licence), file ``standard/confidentiality_profile_attributes.json``
+(621 rows); the table records that file's SHA-256 in ``sourceSha256``. Reviewers get a small,
+diffable file; the unit tests check the converter on inline rows and that the committed file is in
+this script's canonical rendering.
 
-Usage: ``python hack/gen_dicom_profile.py [--source PATH] [--output PATH] [--check]``
+Usage (when the standard publishes a new edition: fetch that file, then):
+``python hack/gen_dicom_profile.py --source confidentiality_profile_attributes.json [--output PATH] [--check]``
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCE = Path("/work/shared/reference/dicom-confidentiality-profile.json")
+SOURCE_NAME = "innolitics/dicom-standard standard/confidentiality_profile_attributes.json (MIT)"
 DEFAULT_OUTPUT = REPO / "operator" / "enclave_operator" / "deid" / "data" / "ps315_table_e11.json"
 
 #: reference column -> our option name (the config / manifest spelling)
@@ -70,6 +74,7 @@ def convert(rows: list[dict], source_sha256: str) -> dict:
         raise ValueError("duplicate tags in reference table")
     return {
         "table": "DICOM PS3.15 Table E.1-1 Application Level Confidentiality Profile Attributes",
+        "source": SOURCE_NAME,
         "sourceSha256": source_sha256,
         "options": list(OPTION_COLUMNS.values()),
         "rows": out_rows,
@@ -92,7 +97,7 @@ def render(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate(source: Path = DEFAULT_SOURCE) -> str:
+def generate(source: Path) -> str:
     """Read the reference file and return the rendered compact table text."""
     raw = source.read_bytes()
     rows = json.loads(raw)
@@ -101,7 +106,9 @@ def generate(source: Path = DEFAULT_SOURCE) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    ap.add_argument(
+        "--source", type=Path, required=True, help="the extraction's confidentiality_profile_attributes.json"
+    )
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     ap.add_argument("--check", action="store_true", help="exit 1 if the committed table is stale")
     args = ap.parse_args(argv)

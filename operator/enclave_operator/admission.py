@@ -7,6 +7,10 @@ relative to today). Pure functions; handlers.py serves them as a validating webh
   may hand the project to another owner.
 - A non-admin may delete only projects they own.
 - Only platform admins may set or change the approval annotations, and only under their own name.
+- A new project may not take a reserved namespace name (`naming.reservedNamespaces`, the ingest and the
+  operator's namespaces). Collisions with things that exist in the backends (a foreign namespace, bucket,
+  identity group or Slurm account) are found by `research_project.collisions`, which needs I/O; the
+  webhook handler asks it and reports through `collision_denial`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from enclave_operator.reconcilers.approval import APPROVED_ANNOTATION, APPROVED_BY_ANNOTATION, parse_approval
-from enclave_operator.settings import IngestSettings, KubernetesSettings, SelfServiceSettings
+from enclave_operator.reconcilers.research_project import reserved_by
+from enclave_operator.settings import IngestSettings, OperatorSettings, SelfServiceSettings
 
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 
@@ -50,17 +55,21 @@ def review(
     requester: Requester,
     old: Mapping[str, Any] | None,
     new: Mapping[str, Any] | None,
-    self_service: SelfServiceSettings,
-    kubernetes: KubernetesSettings,
+    settings: OperatorSettings,
     today: datetime.date,
 ) -> None:
     """Raise Denied with a message naming the field when the request breaks a rule."""
-    admin = is_admin(requester, self_service)
-    user = requester.username.removeprefix(kubernetes.user_prefix)
+    admin = is_admin(requester, settings.self_service)
+    user = requester.username.removeprefix(settings.kubernetes.user_prefix)
     new_spec = (new or {}).get("spec") or {}
     old_spec = (old or {}).get("spec") or {}
 
     if operation == "CREATE":
+        name = str(((new or {}).get("metadata") or {}).get("name", ""))
+        namespace = settings.naming.namespace.format(project=name)
+        if pattern := reserved_by(namespace, settings):
+            raise Denied(f"metadata.name: {name} would use namespace {namespace}, which is reserved ({pattern}); "
+                         "choose another name")  # fmt: skip
         valid_until = str(new_spec.get("validUntil", ""))
         if valid_until and valid_until < today.isoformat():
             raise Denied(f"spec.validUntil: {valid_until} is in the past; a new project needs a current approval")
@@ -79,6 +88,11 @@ def review(
 
     if operation in ("CREATE", "UPDATE"):
         _check_approval(user, admin, _annotations(old), _annotations(new))
+
+
+def collision_denial(name: str, found: Sequence[str]) -> Denied:
+    """The refusal of a new project whose names collide with things it may not take."""
+    return Denied(f"metadata.name: {name} collides with what exists: {'; '.join(found)}")
 
 
 def _check_approval(user: str, admin: bool, old: Mapping[str, str], new: Mapping[str, str]) -> None:

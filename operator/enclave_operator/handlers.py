@@ -117,6 +117,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                 recorder=recorder,
                 today=today(),
                 annotations=dict(meta.get("annotations") or {}),
+                uid=str(meta.get("uid", "")),
             )
             await recorder.flush()
             if result.changed:
@@ -145,26 +146,37 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     if config.webhook.enabled:
 
         @kopf.on.validate(*PROJECTS, registry=registry, id="policy", operations=["CREATE", "UPDATE", "DELETE"])
-        def validate_project(
+        async def validate_project(
             operation: str,
             userinfo: dict[str, Any],
             old: kopf.Body | None,
             new: kopf.Body | None,
             body: kopf.Body,
+            memo: kopf.Memo,
             **_: Any,
         ) -> None:
-            """Who may create, change, approve and delete projects (see admission.py)."""
+            """Who may create, change, approve and delete projects; names that collide (see admission.py)."""
             requester = admission.Requester(str(userinfo.get("username", "")), tuple(userinfo.get("groups") or ()))
+            created = new if new is not None else (body if operation == "CREATE" else None)
             try:
                 admission.review(
                     operation=operation,  # type: ignore[arg-type]
                     requester=requester,
                     old=old,
-                    new=new if new is not None else (body if operation == "CREATE" else None),
-                    self_service=config.self_service,
-                    kubernetes=config.kubernetes,
+                    new=created,
+                    settings=config,
                     today=today(),
                 )
+                if operation == "CREATE" and created is not None:
+                    runtime: Runtime = memo.runtime
+                    meta = created.get("metadata") or {}
+                    name = str(meta.get("name", ""))
+                    found = await research_project.collisions(
+                        name, str(meta.get("uid") or "new"), created.get("spec") or {}, runtime.backends,
+                        runtime.settings, today(),
+                    )  # fmt: skip
+                    if found:
+                        raise admission.collision_denial(name, found)
             except admission.Denied as denied:
                 raise kopf.AdmissionError(str(denied), code=403) from None
 
@@ -243,6 +255,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                 settings=runtime.settings,
                 recorder=recorder,
                 today=today(),
+                uid=str(meta.get("uid", "")),
             )
             await recorder.flush()
         if not outcome.done:

@@ -31,6 +31,8 @@ REASON_RECONCILED = "Reconciled"
 REASON_MEMBERS_MISSING = "MembersMissing"
 REASON_VALIDITY_ENDED = "ValidityEnded"
 REASON_WITHIN_VALIDITY = "WithinValidity"
+REASON_NOT_OWNED = "NotOwned"
+"""The thing exists and belongs to someone else (or was retained and not adopted): nothing is written to it."""
 
 # Event reasons.
 EVENT_CREATED = "Created{noun}"

@@ -36,6 +36,11 @@ class NamingSettings(_Settings):
         "proj-{project}", description="Identity group template; also the MinIO group prefix and RBAC group."
     )
     slurm_account: str = pydantic.Field("{project}", description="Slurm account name template.")
+    reserved_namespaces: list[str] = pydantic.Field(
+        default_factory=lambda: ["kube-*", "default", "enclave-system"],
+        description="Namespace names (shell patterns) no project may take, besides the ingest namespace and the "
+        "operator's own ($POD_NAMESPACE): a project named like one is refused at admission.",
+    )
 
     @pydantic.field_validator("namespace", "bucket", "group", "slurm_account")
     @classmethod

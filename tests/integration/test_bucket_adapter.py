@@ -6,15 +6,17 @@ import io
 
 import pytest
 
-from enclave_operator.backends import s3_minio
+from enclave_operator import reasons
+from enclave_operator.backends import ownership, s3_minio
 from enclave_operator.backends.adapter import DeleteOutcome
-from enclave_operator.backends.errors import BackendRejected
 from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import ListRecorder
 
 
-def _adapter(s3: s3_minio.S3Clients, name: str, quota: int = 2**30, versioning: bool = True) -> s3_minio.BucketAdapter:
-    return s3_minio.BucketAdapter(s3, s3_minio.DesiredBucket(name, name, quota, versioning))
+def _adapter(s3: s3_minio.S3Clients, name: str, quota: int = 2**30, versioning: bool = True,
+             owner: ownership.Owner | None = None) -> s3_minio.BucketAdapter:  # fmt: skip
+    owner = owner or ownership.Owner(name, f"uid-{name}")
+    return s3_minio.BucketAdapter(s3, s3_minio.DesiredBucket(name, owner, quota, versioning))
 
 
 async def test_create_sets_tag_versioning_and_quota(s3: s3_minio.S3Clients, project_name: str) -> None:
@@ -55,9 +57,38 @@ async def test_retain_keeps_bucket_and_objects_delete_removes_all_versions(
 
 async def test_bucket_of_another_project_is_not_adopted(s3: s3_minio.S3Clients, project_name: str) -> None:
     await managed.reconcile_part(_adapter(s3, project_name), ListRecorder())
-    intruder = s3_minio.BucketAdapter(s3, s3_minio.DesiredBucket(project_name, "other-project", 2**30, True))
-    with pytest.raises(BackendRejected, match="belongs to project"):
+    intruder = _adapter(s3, project_name, owner=ownership.Owner("other-project", "uid-x"))
+    with pytest.raises(ownership.NotOwned, match="belongs to project"):
         await intruder.observe()
+    outcome = await managed.reconcile_part(intruder, ListRecorder())
+    assert (outcome.condition.reason, outcome.retry) == (reasons.REASON_NOT_OWNED, False)
+    finalized = await managed.finalize_part(intruder, "Delete", ListRecorder())
+    assert finalized.done and "never ours" in finalized.message and s3.s3.bucket_exists(project_name)
+
+
+async def test_finding_14_8_a_retained_bucket_is_adopted_only_when_asked(
+    s3: s3_minio.S3Clients, project_name: str
+) -> None:
+    first = _adapter(s3, project_name, owner=ownership.Owner(project_name, "uid-1"))
+    await managed.reconcile_part(first, ListRecorder())
+    s3.s3.put_object(project_name, "results.csv", io.BytesIO(b"kept"), 4)
+    assert (await managed.finalize_part(first, "Retain", ListRecorder())).message == "retained"
+    again = _adapter(s3, project_name, owner=ownership.Owner(project_name, "uid-2"))  # same name, new object
+    assert (await again.claim()).claim is ownership.Claim.RETAINED
+    outcome = await managed.reconcile_part(again, ListRecorder())
+    assert (outcome.condition.reason, outcome.retry) == (reasons.REASON_NOT_OWNED, False)
+    assert "spec.adopt: [Bucket]" in outcome.condition.message
+    assert s3.s3.get_bucket_tags(project_name)[s3_minio.UID_TAG] == "uid-1", "nothing taken silently"
+    done = await managed.finalize_part(again, "Delete", ListRecorder())
+    assert done.done and s3.s3.bucket_exists(project_name), "deleting the new project leaves the old data alone"
+    taker = ownership.Owner(project_name, "uid-2", adopt=frozenset({"Bucket"}))
+    recorder = ListRecorder()
+    outcome = await managed.reconcile_part(_adapter(s3, project_name, owner=taker), recorder)
+    assert outcome.condition.status == "True", outcome.condition
+    assert [r for _, r, _ in recorder.events] == ["AdoptedBucket"]
+    assert s3.s3.get_bucket_tags(project_name)[s3_minio.UID_TAG] == "uid-2"
+    assert s3.s3.get_object(project_name, "results.csv").read() == b"kept"
+    await managed.finalize_part(_adapter(s3, project_name, owner=taker), "Delete", ListRecorder())
 
 
 async def test_untagged_empty_bucket_from_an_interrupted_create_is_adopted(

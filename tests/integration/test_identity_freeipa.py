@@ -10,6 +10,7 @@ import pytest
 from python_freeipa import ClientMeta
 
 from enclave_operator import reasons
+from enclave_operator.backends import ownership
 from enclave_operator.backends.adapter import DeleteOutcome
 from enclave_operator.backends.identity import MEMBER, MISSING, DesiredIdentityGroup
 from enclave_operator.backends.identity_freeipa import FreeIpaClient, FreeIpaGroupAdapter, FreeIpaSettings
@@ -77,7 +78,12 @@ def name() -> str:
 
 
 def _adapter(client: FreeIpaClient, name: str, *members: str, description: str = "Project", gid: int | None = None):
-    return FreeIpaGroupAdapter(client, DesiredIdentityGroup(name, description, list(members), gid))
+    desired = DesiredIdentityGroup(name, description, list(members), gid, owner=ownership.Owner(name))
+    return FreeIpaGroupAdapter(client, desired)
+
+
+def _marked(name: str, text: str) -> str:
+    return f"{text} [enclave.io/project={name}]"
 
 
 def _writes(client: FreeIpaClient) -> int:
@@ -91,7 +97,7 @@ async def test_create_then_resync_writes_nothing(client: FreeIpaClient, admin: C
     assert dict(outcome.observation.members) == {"alice": MEMBER, "bob": MEMBER}
     group = ipa_group(admin, name)
     assert sorted(group["member_user"]) == ["alice", "bob"]
-    assert group["description"] == ["Project"] and group["gidnumber"] == ["1700001"]
+    assert group["description"] == [_marked(name, "Project")] and group["gidnumber"] == ["1700001"]
     writes = _writes(client)
     again, recorder = await reconcile(_adapter(client, name, "alice", "bob", gid=1_700_001))
     assert again.condition.status == "True" and not again.wrote and not recorder.events
@@ -137,7 +143,7 @@ async def test_description_gid_and_nested_group_drift_repaired(
 ) -> None:
     adapter = _adapter(client, name, "alice", description="Cardiology cohort", gid=1_700_050)
     await reconcile(adapter)
-    admin.group_mod(name, o_description="tampered", o_gidnumber=1_700_099)
+    admin.group_mod(name, o_description=_marked(name, "tampered"), o_gidnumber=1_700_099)
     admin.group_add_member(name, o_group=["admins"])
     observed = await adapter.observe()
     assert not observed.up_to_date and "description" in observed.diff and "gidNumber" in observed.diff
@@ -145,7 +151,7 @@ async def test_description_gid_and_nested_group_drift_repaired(
     outcome, recorder = await reconcile(adapter)
     assert outcome.condition.status == "True" and recorder.events[0][1] == "UpdatedIdentityGroup"
     group = ipa_group(admin, name)
-    assert group["description"] == ["Cardiology cohort"] and group["gidnumber"] == ["1700050"]
+    assert group["description"] == [_marked(name, "Cardiology cohort")] and group["gidnumber"] == ["1700050"]
     assert "member_group" not in group
 
 
@@ -209,7 +215,26 @@ async def test_wrong_password_is_rejected_without_echoing_it(
 async def test_system_groups_are_never_managed(client: FreeIpaClient, admin: ClientMeta) -> None:
     outcome, _ = await reconcile(_adapter(client, "admins", "alice"))
     assert outcome.condition.status == "False" and "system group" in outcome.condition.message
+    assert outcome.condition.reason == reasons.REASON_NOT_OWNED
     assert sorted(ipa_group(admin, "admins")["member_user"]) == ["admin"]
+    assert (await managed.finalize_part(_adapter(client, "admins"), "Delete", ListRecorder())).done
+    assert ipa_group(admin, "admins") is not None, "deleting the project leaves a system group alone"
+
+
+async def test_finding_8_1_a_group_made_by_someone_else_is_never_written_or_deleted(
+    client: FreeIpaClient, admin: ClientMeta, name: str
+) -> None:
+    admin.group_add(name, o_description="the lab's own group")
+    admin.group_add_member(name, o_user=["dave"])
+    adapter = _adapter(client, name, "alice")
+    assert (await adapter.claim()).claim is ownership.Claim.FOREIGN
+    outcome, recorder = await reconcile(adapter)
+    assert (outcome.condition.status, outcome.condition.reason) == ("False", reasons.REASON_NOT_OWNED)
+    assert "belongs to no enclave project" in outcome.condition.message and not outcome.retry
+    assert sorted(ipa_group(admin, name)["member_user"]) == ["dave"], "members untouched"
+    finalized = await managed.finalize_part(adapter, "Delete", ListRecorder())
+    assert finalized.done and "never ours" in finalized.message, "deleting the project must not hang on it"
+    assert ipa_group(admin, name)["description"] == ["the lab's own group"], "and must not delete it"
 
 
 async def test_hung_server_is_unavailable_within_the_bound(settings: FreeIpaSettings, name: str) -> None:

@@ -12,6 +12,7 @@ import ldap3
 import pytest
 
 from enclave_operator import reasons
+from enclave_operator.backends import ownership
 from enclave_operator.backends.adapter import DeleteOutcome
 from enclave_operator.backends.identity import MEMBER, MISSING, DesiredIdentityGroup
 from enclave_operator.backends.identity_ldap import LdapClient, LdapGroupAdapter, LdapSettings
@@ -94,7 +95,12 @@ def name() -> str:
 
 
 def _adapter(client: LdapClient, schema: Schema, name: str, *members: str, description: str = "Project") -> Any:
-    return LdapGroupAdapter(client, DesiredIdentityGroup(name, description, list(members), schema.gid))
+    desired = DesiredIdentityGroup(name, description, list(members), schema.gid, owner=ownership.Owner(name))
+    return LdapGroupAdapter(client, desired)
+
+
+def _marked(name: str, text: str) -> str:
+    return f"{text} [enclave.io/project={name}]".lower()
 
 
 def _dn(slapd: Server, name: str) -> str:
@@ -118,7 +124,7 @@ async def test_create_then_resync_writes_nothing(
     assert recorder.events[0][1] == "CreatedIdentityGroup"
     assert dict(outcome.observation.members) == {"alice": MEMBER, "bob": MEMBER}
     assert _members(admin, slapd, schema, name) == ["alice", "bob"]
-    assert ldap_values(admin, _dn(slapd, name), "description") == ["project"]
+    assert ldap_values(admin, _dn(slapd, name), "description") == [_marked(name, "project")]
     writes = client.writes
     again, recorder = await reconcile(_adapter(client, schema, name, "alice", "bob"))
     assert again.condition.status == "True" and not again.wrote and not recorder.events
@@ -166,12 +172,30 @@ async def test_description_drift_repaired(
 ) -> None:
     adapter = _adapter(client, schema, name, "alice", description="Cardiology cohort")
     await reconcile(adapter)
-    assert admin.modify(_dn(slapd, name), {"description": [(ldap3.MODIFY_REPLACE, ["tampered"])]})
+    assert admin.modify(_dn(slapd, name), {"description": [(ldap3.MODIFY_REPLACE, [_marked(name, "tampered")])]})
     observed = await adapter.observe()
     assert not observed.up_to_date and "description" in observed.diff
     outcome, recorder = await reconcile(adapter)
     assert outcome.condition.status == "True" and recorder.events[0][1] == "UpdatedIdentityGroup"
-    assert ldap_values(admin, _dn(slapd, name), "description") == ["cardiology cohort"]
+    assert ldap_values(admin, _dn(slapd, name), "description") == [_marked(name, "cardiology cohort")]
+
+
+async def test_finding_8_1_a_group_made_by_someone_else_is_never_written_or_deleted(
+    client: LdapClient, schema: Schema, admin: ldap3.Connection, slapd: Server, name: str
+) -> None:
+    await reconcile(_adapter(client, schema, name, "dave"))
+    assert admin.modify(_dn(slapd, name), {"description": [(ldap3.MODIFY_REPLACE, ["the lab's own group"])]})
+    before = _members(admin, slapd, schema, name)
+    adapter = _adapter(client, schema, name, "alice")
+    outcome, _ = await reconcile(adapter)
+    assert (outcome.condition.status, outcome.condition.reason) == ("False", reasons.REASON_NOT_OWNED)
+    assert _members(admin, slapd, schema, name) == before, "members untouched"
+    with pytest.raises(ownership.NotOwned):
+        await adapter.create()  # a create racing with someone else's group converges nothing
+    assert _members(admin, slapd, schema, name) == before
+    finalized = await managed.finalize_part(adapter, "Delete", ListRecorder())
+    assert finalized.done and "never ours" in finalized.message
+    assert ldap_values(admin, _dn(slapd, name), "description") == ["the lab's own group"]
 
 
 async def test_existing_group_is_adopted_by_create(

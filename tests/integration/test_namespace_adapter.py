@@ -8,15 +8,15 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 from lightkube.types import PatchType
 
-from enclave_operator.backends import kube_namespace
+from enclave_operator.backends import kube_namespace, ownership
 from enclave_operator.backends.adapter import DeleteOutcome
-from enclave_operator.backends.errors import BackendRejected
 from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import ListRecorder
 
 
 def _adapter(kube: AsyncClient, name: str) -> kube_namespace.NamespaceAdapter:
-    desired = kube_namespace.DesiredNamespace(name, name, kube_namespace.desired_labels(name))
+    owner = ownership.Owner(name)
+    desired = kube_namespace.DesiredNamespace(name, owner, kube_namespace.desired_labels(owner))
     return kube_namespace.NamespaceAdapter(kube, desired)
 
 
@@ -48,7 +48,7 @@ async def test_create_observe_repair_delete(kube: AsyncClient, project_name: str
 async def test_foreign_namespace_is_not_adopted(kube: AsyncClient, project_name: str) -> None:
     await kube.create(Namespace(metadata=ObjectMeta(name=project_name, labels={"team": "someone-else"})))
     try:
-        with pytest.raises(BackendRejected, match="not adopted"):
+        with pytest.raises(ownership.NotOwned, match="belongs to no enclave project"):
             await _adapter(kube, project_name).observe()
     finally:
         await kube.delete(Namespace, project_name)

@@ -15,6 +15,7 @@ import pytest
 
 from enclave_operator import reasons
 from enclave_operator.api.research_project import SlurmCompute
+from enclave_operator.backends import ownership
 from enclave_operator.backends.slurm_accounts import (
     ASSOCIATED,
     DesiredSlurmAccount,
@@ -44,10 +45,12 @@ def account() -> str:
 
 
 def desired(
-    name: str, users: Sequence[str] = ("alice", "bob"), cordoned: bool = False, **slurm: Any
-) -> DesiredSlurmAccount:
+    name: str, users: Sequence[str] = ("alice", "bob"), cordoned: bool = False, owner: ownership.Owner | None = None,
+    **slurm: Any,
+) -> DesiredSlurmAccount:  # fmt: skip
     spec = SlurmCompute.model_validate({"fairshare": 5, "limits": LIMITS, "qos": ["normal"], **slurm})
-    return desired_account(name, f"Project {name}", spec, users, cordoned)
+    owner = owner or ownership.Owner(name, f"uid-{name}")
+    return desired_account(name, f"Project {name}", spec, users, cordoned, owner=owner)
 
 
 def adapter(env: SlurmEnv, want: DesiredSlurmAccount, **settings: Any) -> SlurmAccountAdapter:
@@ -176,6 +179,38 @@ async def test_delete_policy_retain_keeps_account_without_access(slurm: SlurmEnv
     assert row["GrpTRES"] == "cpu=16,gres/gpu=2,mem=2T", "limits untouched"
     assert slurm.users(account) == set()
     assert (await finalize_part(adapter(slurm, desired(account)), "Retain", ListRecorder())).done
+
+
+async def test_finding_8_1_an_account_made_by_someone_else_is_never_written_or_deleted(
+    slurm: SlurmEnv, account: str
+) -> None:
+    assert slurm.sacctmgr("-i", "add", "account", account, "cluster=enclave", "fairshare=3").returncode == 0
+    assert slurm.sacctmgr("-i", "add", "user", "dave", f"account={account}", "cluster=enclave").returncode == 0
+    a = adapter(slurm, desired(account))
+    assert (await a.claim()).claim is ownership.Claim.FOREIGN
+    outcome = await reconcile_part(a, ListRecorder())
+    assert (outcome.condition.status, outcome.condition.reason) == ("False", reasons.REASON_NOT_OWNED)
+    assert "belongs to no enclave project" in outcome.condition.message and not outcome.retry
+    assert slurm.users(account) == {"dave"} and slurm.account_row(account)["Fairshare"] == "3", "untouched"
+    finalized = await finalize_part(a, "Delete", ListRecorder())
+    assert finalized.done and "never ours" in finalized.message, "deleting the project must not hang on it"
+    assert slurm.account_row(account) is not None and slurm.users(account) == {"dave"}
+
+
+async def test_finding_14_8_a_retained_account_is_adopted_only_when_asked(slurm: SlurmEnv, account: str) -> None:
+    _, first, _ = await converge(slurm, desired(account, owner=ownership.Owner(account, "uid-1")))
+    assert (await finalize_part(first, "Retain", ListRecorder())).done
+    again = ownership.Owner(account, "uid-2")  # a new project with the old name
+    outcome = await reconcile_part(adapter(slurm, desired(account, owner=again)), ListRecorder())
+    assert (outcome.condition.status, outcome.condition.reason) == ("False", reasons.REASON_NOT_OWNED)
+    assert "spec.adopt: [SlurmAccount]" in outcome.condition.message
+    assert slurm.users(account) == set(), "nothing taken silently"
+    taker = ownership.Owner(account, "uid-2", adopt=frozenset({"SlurmAccount"}))
+    outcome, _, recorder = await converge(slurm, desired(account, owner=taker))
+    assert ("Normal", "AdoptedSlurmAccount") in {(t, r) for t, r, _ in recorder.events}
+    assert slurm.users(account) == {"alice", "bob"}
+    assert (await adapter(slurm, desired(account, owner=again)).claim()).claim is ownership.Claim.OWNED
+    await finalize_part(adapter(slurm, desired(account, owner=again)), "Delete", ListRecorder())
 
 
 # --- outages: keep these last, they stop and restart slurmdbd --------------------------------------

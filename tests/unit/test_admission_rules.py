@@ -9,11 +9,12 @@ import pytest
 from enclave_operator import admission
 from enclave_operator.api.research_project import ResearchProjectSpec
 from enclave_operator.reconcilers import approval
-from enclave_operator.settings import KubernetesSettings, SelfServiceSettings
+from enclave_operator.settings import SelfServiceSettings, parse
 from support.builders import ProjectBuilder
 
 TODAY = datetime.date(2026, 11, 23)
 TIER = SelfServiceSettings()
+SETTINGS = parse({"s3": {"endpoint": "127.0.0.1:9000"}})
 ALICE = admission.Requester("alice", ("researchers",))
 BOB = admission.Requester("bob", ("researchers",))
 CAROL = admission.Requester("carol", ("researchers",))
@@ -29,8 +30,8 @@ def _obj(owner: str = "alice", annotations: dict | None = None, **spec: object) 
 
 
 def _review(op: str, who: admission.Requester, old: dict | None, new: dict | None) -> None:
-    admission.review(operation=op, requester=who, old=old, new=new, self_service=TIER,  # type: ignore[arg-type]
-                     kubernetes=KubernetesSettings(), today=TODAY)  # fmt: skip
+    admission.review(operation=op, requester=who, old=old, new=new, settings=SETTINGS,  # type: ignore[arg-type]
+                     today=TODAY)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -106,3 +107,30 @@ def test_approval_decision(spec: ResearchProjectSpec, annotations: dict, approve
     assert (decision.approved, decision.reason) == (approved, reason), why
     if not approved:
         assert "kubectl annotate researchproject p1 enclave.io/approved=" in decision.message, "tells how to approve"
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [("kube-public", "kube-*"), ("kube-system", "kube-*"), ("default", "default"), ("enclave-system", "enclave-system"),
+     ("enclave-ingest", "enclave-ingest")],
+)  # fmt: skip
+def test_finding_8_1_reserved_namespace_names_are_refused_naming_metadata_name(name: str, pattern: str) -> None:
+    obj = _obj()
+    obj["metadata"]["name"] = name
+    with pytest.raises(admission.Denied) as denied:
+        _review("CREATE", ADMIN, None, obj)
+    assert str(denied.value).startswith("metadata.name: ") and f"reserved ({pattern})" in str(denied.value)
+
+
+def test_finding_8_1_reserved_names_follow_the_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", "platform-ops")
+    obj = _obj()
+    obj["metadata"]["name"] = "platform-ops"
+    with pytest.raises(admission.Denied, match="reserved"):
+        _review("CREATE", ADMIN, None, obj)
+    settings = parse({"s3": {"endpoint": "127.0.0.1:9000"}, "naming": {"reservedNamespaces": ["lab-*"]}})
+    obj["metadata"]["name"] = "lab-x"
+    with pytest.raises(admission.Denied, match=r"reserved \(lab-\*\)"):
+        admission.review(operation="CREATE", requester=ADMIN, old=None, new=obj, settings=settings, today=TODAY)
+    obj["metadata"]["name"] = "kube-x"  # replaced, not extended: the platform owns the list
+    admission.review(operation="CREATE", requester=ADMIN, old=None, new=obj, settings=settings, today=TODAY)

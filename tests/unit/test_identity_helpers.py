@@ -6,10 +6,12 @@ import pydantic
 import pytest
 
 from enclave_operator import reasons
-from enclave_operator.backends import identity
+from enclave_operator.backends import identity, ownership
 from enclave_operator.backends.identity_freeipa import FreeIpaSettings, _failed_users
 from enclave_operator.backends.identity_ldap import LdapSettings, _display, _norm_dn
 from enclave_operator.settings import ConfigError
+
+OWNER = ownership.Owner("x")
 
 
 def test_plan_adds_existing_removes_extra_and_reports_missing() -> None:
@@ -19,7 +21,7 @@ def test_plan_adds_existing_removes_extra_and_reports_missing() -> None:
 
 
 def test_only_missing_users_is_up_to_date_but_degraded() -> None:
-    desired = identity.DesiredIdentityGroup("proj-x", "X", ["alice", "ghost"])
+    desired = identity.DesiredIdentityGroup("proj-x", "X", ["alice", "ghost"], owner=OWNER)
     plan = identity.plan_members(desired.members, current=["alice"], existing=[])
     observed = identity.group_observation(desired, directory="LDAP", diffs=[], current=["alice"], plan=plan)
     assert observed.up_to_date and observed.exists and not plan.changes
@@ -29,7 +31,7 @@ def test_only_missing_users_is_up_to_date_but_degraded() -> None:
 
 
 def test_pending_members_make_a_diff() -> None:
-    desired = identity.DesiredIdentityGroup("proj-x", "X", ["alice", "bob"])
+    desired = identity.DesiredIdentityGroup("proj-x", "X", ["alice", "bob"], owner=OWNER)
     plan = identity.plan_members(desired.members, current=["alice"], existing=["bob"])
     observed = identity.group_observation(desired, directory="LDAP", diffs=["description differs"], current=["alice"],
                                           plan=plan)  # fmt: skip
@@ -50,8 +52,31 @@ def test_names_are_normalised() -> None:
 
 
 def test_absent_group_marks_everyone_pending() -> None:
-    observed = identity.absent_observation(identity.DesiredIdentityGroup("g", "", ["a", "b"]))
+    observed = identity.absent_observation(identity.DesiredIdentityGroup("g", "", ["a", "b"], owner=OWNER))
     assert not observed.exists and not observed.up_to_date and set(observed.members.values()) == {identity.PENDING}
+
+
+@pytest.mark.parametrize(
+    ("description", "claim", "why"),
+    [
+        ("Onco flow [enclave.io/project=x]", ownership.Claim.OWNED, "our marker at the end"),
+        ("Onco flow [enclave.io/project=x] ", ownership.Claim.OWNED, "trailing space as some directories keep it"),
+        ("Onco flow [enclave.io/project=xy]", ownership.Claim.FOREIGN, "another project's marker"),
+        ("Onco flow (research project x)", ownership.Claim.FOREIGN, "no marker: made by hand"),
+        (None, ownership.Claim.FOREIGN, "no description at all"),
+    ],
+)  # fmt: skip
+def test_finding_8_1_groups_are_ours_only_with_our_marker(description: str | None, claim: ownership.Claim,
+                                                          why: str) -> None:  # fmt: skip
+    desired = identity.DesiredIdentityGroup("proj-x", "Onco flow", [], owner=OWNER)
+    assert identity.group_claim(desired, description, exists=True).claim is claim, why
+    assert identity.group_claim(desired, None, exists=False).claim is ownership.Claim.ABSENT
+
+
+def test_the_marker_survives_a_long_title() -> None:
+    desired = identity.DesiredIdentityGroup("proj-x", "t" * 300, [], owner=OWNER)
+    assert len(desired.stored_description) <= identity.MAX_DESCRIPTION
+    assert desired.stored_description.endswith("[enclave.io/project=x]")
 
 
 def test_freeipa_settings_https_only_and_host() -> None:

@@ -12,8 +12,12 @@ import pydantic
 import pytest
 
 from enclave_operator.api.research_project import SlurmCompute, SlurmLimits
+from enclave_operator.backends import ownership
 from enclave_operator.backends import slurm_accounts as sa
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
+
+OWNER = ownership.Owner("proj-a", "uid-1")
+MARK = "enclave.io/project:proj-a:uid-1"
 
 
 def compute(**values: Any) -> SlurmCompute:
@@ -27,6 +31,7 @@ def test_desired_account_normalises_every_value() -> None:
         compute(parent="research", fairshare=10, limits={"cpu": 16, "mem": "2Ti", "gpu": 2}, qos=["normal", "gpu"]),
         ["bob", "alice", "bob"],
         True,
+        owner=OWNER,
     )
     assert want == sa.DesiredSlurmAccount(
         name="proj-a",
@@ -37,11 +42,13 @@ def test_desired_account_normalises_every_value() -> None:
         qos=["gpu", "normal"],
         users=["alice", "bob"],
         cordoned=True,
+        owner=OWNER,
+        organization=MARK,
     )
 
 
 def test_user_prefix_is_applied() -> None:
-    want = sa.desired_account("p", None, compute(), ["alice"], False, user_prefix="ext_")
+    want = sa.desired_account("p", None, compute(), ["alice"], False, owner=OWNER, user_prefix="ext_")
     assert want.users == ["ext_alice"] and want.description == "p"
 
 
@@ -60,7 +67,7 @@ def test_user_prefix_is_applied() -> None:
 )
 def test_desired_account_rejects(name: str, slurm: dict[str, Any], users: list[str], field: str, why: str) -> None:
     with pytest.raises(ValueError, match=re.escape(field)):
-        sa.desired_account(name, None, raw(**slurm), users, False)
+        sa.desired_account(name, None, raw(**slurm), users, False, owner=OWNER)
 
 
 def raw(**values: Any) -> SlurmCompute:
@@ -80,7 +87,7 @@ def raw(**values: Any) -> SlurmCompute:
 )
 def test_desired_account_rejects_bad_counts(limits: dict[str, Any], field: str, why: str) -> None:
     with pytest.raises(ValueError, match=field):
-        sa.desired_account("p", None, raw(limits=limits), [], False)
+        sa.desired_account("p", None, raw(limits=limits), [], False, owner=OWNER)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +134,7 @@ def test_parse_tres(text: str, parsed: dict[str, str], why: str) -> None:
 
 
 def test_parse_rows_keeps_a_pipe_in_the_description() -> None:
-    out = "p|enclave|||root|5|cpu=1|||normal|a | b\np|enclave|alice|||1||||normal|a | b\n\n"
+    out = "p|enclave|||root|5|cpu=1|||normal|o|a | b\np|enclave|alice|||1||||normal|o|a | b\n\n"
     rows = sa.parse_rows(out)
     assert [r.user for r in rows] == ["", "alice"]
     assert rows[0].description == "a | b" and rows[0].is_account_row
@@ -141,10 +148,10 @@ def test_parse_rows_rejects_other_shapes() -> None:
 @pytest.mark.parametrize(
     ("cluster", "rows", "exists", "record", "users", "why"),
     [
-        (None, "p|c1|||root|1|||||d\np|c1|bob|||1|||||d", True, True, {"bob"}, "account and one user"),
-        ("c1", "p||||||||||d", False, True, set(), "record only: no association on the cluster"),
+        (None, "p|c1|||root|1||||||d\np|c1|bob|||1||||||d", True, True, {"bob"}, "account and one user"),
+        ("c1", "p|||||||||||d", False, True, set(), "record only: no association on the cluster"),
         ("c1", "", False, False, set(), "nothing at all"),
-        ("c1", "p|c2|||root|1|||||d\np|c1|||root|1|||||d", True, True, set(), "other clusters are ignored"),
+        ("c1", "p|c2|||root|1||||||d\np|c1|||root|1||||||d", True, True, set(), "other clusters are ignored"),
     ],
 )
 def test_account_state(cluster: str | None, rows: str, exists: bool, record: bool, users: set[str], why: str) -> None:
@@ -162,12 +169,14 @@ WANT = sa.DesiredSlurmAccount(
     qos=["normal"],
     users=["alice"],
     cordoned=False,
+    owner=OWNER,
+    organization=MARK,
 )
 
 
 def row(**values: str) -> sa.AssocRow:
     base = dict(account="p", cluster="c", user="", partition="", parent="root", fairshare="5", grp_tres="cpu=16,mem=2T")
-    base |= dict(grp_submit_jobs="", grp_jobs="", qos="normal", description="proj")
+    base |= dict(grp_submit_jobs="", grp_jobs="", qos="normal", organization=MARK, description="proj")
     return sa.AssocRow(**{**base, **values})
 
 

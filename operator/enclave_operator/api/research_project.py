@@ -27,6 +27,8 @@ MAX_NAME_LENGTH = 40
 Role = Literal["owner", "maintainer", "member", "viewer"]
 ROLES: tuple[Role, ...] = ("owner", "maintainer", "member", "viewer")
 DeletionPolicy = Literal["Retain", "Delete"]
+Adoptable = Literal["Bucket", "SlurmAccount"]
+"""What a project may take over from an earlier project of the same name (see spec.adopt)."""
 
 
 class Member(ApiModel):
@@ -176,6 +178,14 @@ class ResearchProjectSpec(ApiModel):
         "Retain",
         description="deletionPolicy: Retain (default) revokes access but keeps the bucket with its objects and "
         "the namespace's persistent volumes; Delete removes everything the project created.",
+    )
+    adopt: list[Adoptable] = pydantic.Field(
+        default_factory=list,
+        description="adopt: what an earlier project with this name kept under deletionPolicy Retain and this "
+        "project takes over: Bucket (with every object) and/or SlurmAccount (with its job history). Without it, "
+        "a name whose retained bucket or account still exists is refused, and nothing is ever taken silently.",
+        max_length=2,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
 
     @pydantic.model_validator(mode="after")

@@ -37,6 +37,9 @@ class Observation:
     (e.g. MembersMissing: users that do not exist in the directory). The part's condition goes False
     with this reason and `degraded_message`; no fast retry: the resync timer looks again."""
     degraded_message: str = ""
+    adopting: bool = False
+    """The thing was retained by an earlier owner of the same name and the owner asked to adopt it
+    (spec.adopt): `update` marks it as the new owner's and the engine posts an `Adopted<Noun>` event."""
 
 
 NOT_FOUND = Observation(exists=False, up_to_date=False)

@@ -5,6 +5,10 @@ Why a shared module: both directories answer the same question (does the project
 the desired users?) and both must treat users that do not exist in the directory the same way: not a
 failure of the part (the operator cannot create people), but a degraded condition `MembersMissing`
 naming them, while every other member is still kept exact.
+
+Ownership (backends/ownership.py): directories have no labels, so a group is marked in its description,
+which ends with `[enclave.io/project=<name>]`. A group without that marker (made by hand, or by another
+project under a colliding naming template) is never written to or deleted (NotOwned).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 from enclave_operator import reasons
+from enclave_operator.backends import ownership
 from enclave_operator.backends.adapter import Observation
 
 MEMBER = "Member"
@@ -24,6 +29,12 @@ PENDING = "Pending"
 
 MISSING_NAMES_SHOWN = 20
 """At most this many missing usernames in a condition message (a condition is not a report)."""
+MAX_DESCRIPTION = 255
+"""FreeIPA and common LDAP schemas take longer descriptions, but Slurm-like tools and UIs cut here."""
+
+
+def owner_marker(owner: ownership.Owner) -> str:
+    return f"[{owner.label}={owner.name}]"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +47,24 @@ class DesiredIdentityGroup:
     """Usernames (the directory's login names); the group holds exactly those that exist."""
     gid_number: int | None = None
     """None: the directory chooses (FreeIPA) or the group has none (groupOfNames)."""
+    owner: ownership.Owner = dataclasses.field(kw_only=True)
+
+    @property
+    def stored_description(self) -> str:
+        """The description as written: the human text, shortened if needed, then the owner marker."""
+        tag = owner_marker(self.owner)
+        text = " ".join(self.description.split())[: MAX_DESCRIPTION - len(tag) - 1].rstrip()
+        return f"{text} {tag}" if text else tag
+
+
+def group_claim(desired: DesiredIdentityGroup, description: str | None, *, exists: bool) -> ownership.ClaimResult:
+    """A group is the owner's when its description ends with the owner's marker."""
+    if not exists:
+        return ownership.ClaimResult(ownership.Claim.ABSENT, desired.name)
+    if (description or "").rstrip().endswith(owner_marker(desired.owner)):
+        return ownership.ClaimResult(ownership.Claim.OWNED, desired.name)
+    message = ownership.foreign_message(f"identity group {desired.name}", desired.owner, None)
+    return ownership.ClaimResult(ownership.Claim.FOREIGN, desired.name, message)
 
 
 @dataclasses.dataclass(frozen=True)

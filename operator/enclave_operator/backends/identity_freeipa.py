@@ -30,7 +30,7 @@ from python_freeipa import ClientMeta, exceptions
 
 from enclave_operator import reasons
 from enclave_operator.api.research_project import DeletionPolicy
-from enclave_operator.backends import identity
+from enclave_operator.backends import identity, ownership
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
 from enclave_operator.configerror import ConfigError
@@ -259,7 +259,7 @@ class FreeIpaGroupAdapter:
 
     def _guard(self) -> None:
         if self._name in PROTECTED_GROUPS:
-            raise BackendRejected(f"group {self._name} is a FreeIPA system group; the operator does not manage it")
+            raise ownership.NotOwned(f"group {self._name} is a FreeIPA system group; the operator does not manage it")
 
     async def _show(self) -> dict[str, Any] | None:
         result = await self._c.call_or_none("group_show", NOT_FOUND, a_cn=self._name, o_all=False)
@@ -274,9 +274,18 @@ class FreeIpaGroupAdapter:
                 found.append(user)
         return found
 
+    async def claim(self) -> ownership.ClaimResult:
+        """Whether the group is absent, the owner's (description marker), or someone else's."""
+        self._guard()
+        entry = await self._show()
+        return self._claim(entry)
+
+    def _claim(self, entry: Mapping[str, Any] | None) -> ownership.ClaimResult:
+        return identity.group_claim(self._d, _first(entry or {}, "description"), exists=entry is not None)
+
     def _attribute_diffs(self, entry: Mapping[str, Any]) -> list[str]:
         diffs = []
-        if (_first(entry, "description") or "") != self._d.description:
+        if (_first(entry, "description") or "") != self._d.stored_description:
             diffs.append("description differs")
         gid = _first(entry, "gidnumber")
         if self._d.gid_number is not None and gid != str(self._d.gid_number):
@@ -288,6 +297,7 @@ class FreeIpaGroupAdapter:
         entry = await self._show()
         if entry is None:
             return identity.absent_observation(self._desired)
+        ownership.raise_unless_usable(self._claim(entry), self._d.owner, self.noun)
         current = identity.normalise_names(entry.get("member_user") or [])
         nested = identity.normalise_names(entry.get("member_group") or [])
         existing = await self._existing([u for u in self._members if u not in current])
@@ -309,7 +319,7 @@ class FreeIpaGroupAdapter:
             "group_add",
             DUPLICATE_ENTRY,
             a_cn=self._name,
-            o_description=self._d.description or None,
+            o_description=self._d.stored_description,
             o_gidnumber=self._d.gid_number,
         )
         if added is None:
@@ -325,12 +335,13 @@ class FreeIpaGroupAdapter:
         entry = await self._show()
         if entry is None:
             raise BackendError(f"group {self._name} vanished while being converged; will retry")
+        ownership.raise_unless_usable(self._claim(entry), self._d.owner, self.noun)  # e.g. group_add met a duplicate
         if self._attribute_diffs(entry):
             await self._c.call_or_none(
                 "group_mod",
                 EMPTY_MODLIST,
                 a_cn=self._name,
-                o_description=self._d.description,
+                o_description=self._d.stored_description,
                 o_gidnumber=self._d.gid_number,
             )
         current = set(identity.normalise_names(entry.get("member_user") or []))
@@ -355,5 +366,6 @@ class FreeIpaGroupAdapter:
     async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
         """Both policies remove the group: it holds no data, and Retain still revokes access."""
         self._guard()
+        ownership.raise_unless_usable(self._claim(await self._show()), self._d.owner, self.noun)
         await self._c.call_or_none("group_del", NOT_FOUND, a_cn=self._name)
         return DeleteOutcome.DELETED

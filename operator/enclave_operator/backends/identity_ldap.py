@@ -37,7 +37,7 @@ from pydantic.alias_generators import to_camel
 
 from enclave_operator import reasons
 from enclave_operator.api.research_project import DeletionPolicy
-from enclave_operator.backends import identity
+from enclave_operator.backends import identity, ownership
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
 from enclave_operator.configerror import ConfigError
@@ -324,10 +324,14 @@ class LdapGroupAdapter:
                 others.append(value)
         return sorted(names), others
 
+    def _claim(self, state: _GroupState | None) -> ownership.ClaimResult:
+        return identity.group_claim(self._d, state.description if state else None, exists=state is not None)
+
     def _observe_blocking(self, conn: ldap3.Connection) -> Observation:
         state = self._read(conn)
         if state is None:
             return identity.absent_observation(self._d)
+        ownership.raise_unless_usable(self._claim(state), self._d.owner, self.noun)
         if self._by_dn:
             found = self._find_users(conn, self._members)
             current, others = self._classify(state, found)
@@ -344,7 +348,7 @@ class LdapGroupAdapter:
 
     def _attribute_diffs(self, state: _GroupState) -> list[str]:
         diffs = []
-        if state.description != self._d.description:
+        if state.description != self._d.stored_description:
             diffs.append("description differs")
         if self._d.gid_number is not None and state.gid_number != str(self._d.gid_number):
             diffs.append(f"gidNumber {state.gid_number or 'none'}, want {self._d.gid_number}")
@@ -359,9 +363,7 @@ class LdapGroupAdapter:
 
     def _create_blocking(self, conn: ldap3.Connection) -> None:
         values = self._desired_values(conn)
-        attrs: dict[str, Any] = {"cn": self._d.name}
-        if self._d.description:
-            attrs["description"] = self._d.description
+        attrs: dict[str, Any] = {"cn": self._d.name, "description": self._d.stored_description}
         if self._d.gid_number is not None:
             attrs["gidNumber"] = str(self._d.gid_number)
         if values:
@@ -384,9 +386,10 @@ class LdapGroupAdapter:
         state = self._read(conn)
         if state is None:
             raise BackendError(f"group {self._d.name} vanished while being converged; will retry")
+        ownership.raise_unless_usable(self._claim(state), self._d.owner, self.noun)  # e.g. add met an existing entry
         attrs: dict[str, Any] = {}
-        if state.description != self._d.description:
-            attrs["description"] = [(ldap3.MODIFY_REPLACE, [self._d.description] if self._d.description else [])]
+        if state.description != self._d.stored_description:
+            attrs["description"] = [(ldap3.MODIFY_REPLACE, [self._d.stored_description])]
         if self._d.gid_number is not None and state.gid_number != str(self._d.gid_number):
             attrs["gidNumber"] = [(ldap3.MODIFY_REPLACE, [str(self._d.gid_number)])]
         if attrs:
@@ -416,11 +419,16 @@ class LdapGroupAdapter:
             self._modify(conn, what, {attr: [(op, [value])]}, benign)
 
     def _delete_blocking(self, conn: ldap3.Connection) -> None:
+        ownership.raise_unless_usable(self._claim(self._read(conn)), self._d.owner, self.noun)
         self._c.writes += 1
         conn.delete(self._dn)
         _check(conn, f"delete group {self._d.name}", NO_SUCH_OBJECT)
 
     # --- the adapter contract ---------------------------------------------------------------------
+
+    async def claim(self) -> ownership.ClaimResult:
+        """Whether the group is absent, the owner's (description marker), or someone else's."""
+        return await self._c.run(f"read group {self._d.name}", lambda conn: self._claim(self._read(conn)))
 
     async def observe(self) -> Observation:
         return await self._c.run(f"observe group {self._d.name}", self._observe_blocking)

@@ -1,7 +1,9 @@
 """Adapter for the project's Namespace: labels (ownership, Pod Security restricted) and its removal.
 
 The namespace is created only if missing; an existing namespace that carries another project's label,
-or none of ours, is never adopted: a project must not take over someone else's workloads.
+or none of ours, is never adopted (NotOwned): a project must not take over someone else's workloads,
+and deleting the project leaves such a namespace alone. Every call goes through the project's
+`OwnedNamespaces` client (backends/ownership.py), so even a bug here could not write into a foreign one.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from lightkube.types import PatchType
 
 from enclave_operator import reasons
 from enclave_operator.api.research_project import DeletionPolicy
-from enclave_operator.backends import kube
+from enclave_operator.backends import kube, ownership
 from enclave_operator.backends.adapter import NOT_FOUND, DeleteOutcome, Observation
-from enclave_operator.backends.errors import BackendRejected
 
-PROJECT_LABEL = "enclave.io/project"
+PROJECT_LABEL = ownership.OWNER_LABEL
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "enclave-operator"
 T = TypeVar("T")
@@ -30,14 +31,14 @@ T = TypeVar("T")
 @dataclasses.dataclass(frozen=True)
 class DesiredNamespace:
     name: str
-    project: str
+    owner: ownership.Owner
     labels: Mapping[str, str]
 
 
-def desired_labels(project: str) -> dict[str, str]:
+def desired_labels(owner: ownership.Owner) -> dict[str, str]:
     return {
         MANAGED_BY_LABEL: MANAGED_BY,
-        PROJECT_LABEL: project,
+        owner.label: owner.name,
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": "latest",
         "pod-security.kubernetes.io/warn": "restricted",
@@ -49,24 +50,28 @@ class NamespaceAdapter:
     noun = "Namespace"
     member_key = "kubernetes"
 
-    def __init__(self, client: AsyncClient, desired: DesiredNamespace) -> None:
+    def __init__(self, client: AsyncClient | ownership.OwnedNamespaces, desired: DesiredNamespace) -> None:
         self._client = client
         self._desired = desired
 
-    async def observe(self) -> Observation:
+    async def _get(self) -> Namespace | None:
         name = self._desired.name
         try:
-            ns = await kube.call(f"get namespace {name}", self._client.get(Namespace, name))
+            return await kube.call(f"get namespace {name}", self._client.get(Namespace, name))
         except kube.NotFound:
-            return dataclasses.replace(NOT_FOUND, resource=name)
+            return None
+
+    async def claim(self) -> ownership.ClaimResult:
+        """Whether the namespace is absent, the owner's, or someone else's (never adopted)."""
+        return ownership.namespace_claim(await self._get(), self._desired.name, self._desired.owner)
+
+    async def observe(self) -> Observation:
+        ns = await self._get()
+        claim = ownership.namespace_claim(ns, self._desired.name, self._desired.owner)
+        if ns is None:
+            return dataclasses.replace(NOT_FOUND, resource=self._desired.name)
+        ownership.raise_unless_usable(claim, self._desired.owner, self.noun)
         labels = dict(ns.metadata.labels or {}) if ns.metadata else {}
-        owner = labels.get(PROJECT_LABEL)
-        if owner != self._desired.project:
-            raise BackendRejected(
-                f"namespace {self._desired.name} exists but belongs to "
-                + (f"project {owner}" if owner else "no enclave project")
-                + "; it is not adopted"
-            )
         if ns.metadata and ns.metadata.deletionTimestamp:
             return Observation(True, False, "namespace is terminating", self._desired.name, terminating=True)
         wrong = sorted(k for k, v in self._desired.labels.items() if labels.get(k) != v)

@@ -22,8 +22,8 @@ from enclave_operator import quantity
 from enclave_operator.api.research_project import DeletionPolicy
 from enclave_operator.backends import kube
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
+from enclave_operator.backends.ownership import OWNER_LABEL, OwnedNamespaces
 
-OWNER_LABEL = "enclave.io/project"
 COMPARED_KEYS = ("spec", "roleRef", "subjects")
 """Top-level keys of a manifest that carry desired state (metadata is compared by labels only)."""
 
@@ -72,7 +72,7 @@ class KubeObjectsAdapter:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: AsyncClient | OwnedNamespaces,
         *,
         part: str,
         noun: str,

@@ -25,6 +25,7 @@ from enclave_operator.backends import kube
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendRejected
 from enclave_operator.backends.kube_namespace import MANAGED_BY, MANAGED_BY_LABEL, PROJECT_LABEL
+from enclave_operator.backends.ownership import NotOwned, OwnedNamespaces
 from enclave_operator.backends.s3_minio import ALREADY_APPLIED, NOT_FOUND_CODES, AdminError, S3Clients, s3_call
 from minio import Minio
 
@@ -184,7 +185,8 @@ class CredentialAdapter:
     part = reasons.STORAGE_READY
     member_key = "storage"
 
-    def __init__(self, clients: S3Clients, kube_client: AsyncClient, desired: DesiredCredential) -> None:
+    def __init__(self, clients: S3Clients, kube_client: AsyncClient | OwnedNamespaces,
+                 desired: DesiredCredential) -> None:  # fmt: skip
         self._c, self._k, self._d = clients, kube_client, desired
         self.noun = desired.noun
 
@@ -198,7 +200,10 @@ class CredentialAdapter:
             return None
 
     async def observe(self) -> Observation:
-        secret = await self._secret()
+        try:
+            secret = await self._secret()
+        except NotOwned:
+            secret = None  # the namespace is not the owner's: writing the Secret will say so; the user may still go
         info_text = await _admin_or_none(
             f"read user {self._d.access_key}", lambda: self._c.admin.user_info(self._d.access_key)
         )

@@ -1,9 +1,11 @@
 """Adapter for the project's S3 bucket on MinIO: existence, ownership tag, versioning and hard quota.
 
 MinIO's Python SDK is synchronous; calls run in a worker thread, each bounded by the configured
-timeout. Ownership: a bucket carries the tag `enclave.io/project`; a bucket tagged for another
-project is never touched, and an untagged *empty* bucket (a create interrupted before tagging) is
-adopted by tagging it.
+timeout. Ownership (backends/ownership.py): a bucket carries the tags `enclave.io/project` (name) and
+`enclave.io/project-uid` (the owning object's uid), because a Retain deletion keeps it. A bucket tagged
+for another project, or holding data without tags, is never touched (NotOwned); one retained by an
+earlier project of the same name is taken over only when the project asks (spec.adopt: [Bucket]); an
+untagged *empty* bucket (a create interrupted before tagging) is adopted by tagging it.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from minio.versioningconfig import SUSPENDED, VersioningConfig
 
 from enclave_operator import reasons
 from enclave_operator.api.research_project import DeletionPolicy
+from enclave_operator.backends import ownership
 from enclave_operator.backends.adapter import NOT_FOUND, DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
 from minio import Minio, S3Error
 
-PROJECT_TAG = "enclave.io/project"
+PROJECT_TAG = ownership.OWNER_LABEL
+UID_TAG = ownership.OWNER_UID_LABEL
 T = TypeVar("T")
 
 
@@ -127,7 +131,7 @@ def parse_quota(text: str) -> int:
 @dataclasses.dataclass(frozen=True)
 class DesiredBucket:
     name: str
-    project: str
+    owner: ownership.Owner
     quota_bytes: int
     versioning: bool
 
@@ -141,22 +145,41 @@ class BucketAdapter:
         self._c = clients
         self._d = desired
 
+    async def _claim(self) -> tuple[ownership.ClaimResult, bool]:
+        """The claim, and whether the bucket is an untagged empty one (an interrupted create)."""
+        name, owner = self._d.name, self._d.owner
+        if not await s3_call(f"find bucket {name}", lambda: self._c.s3.bucket_exists(name)):
+            return ownership.ClaimResult(ownership.Claim.ABSENT, name), False
+        tags = dict(await s3_call(f"read tags of {name}", lambda: self._c.s3.get_bucket_tags(name)) or {})
+        marker = tags.get(owner.label)
+        claim = owner.classify(marker, tags.get(UID_TAG), with_uid=True)
+        if claim is ownership.Claim.OWNED:
+            return ownership.ClaimResult(claim, name), False
+        if claim is ownership.Claim.RETAINED:
+            message = ownership.retained_message(f"bucket {name}", owner, self.noun)
+            return ownership.ClaimResult(claim, name, message), False
+        empty = marker is None and not await s3_call(
+            f"list bucket {name}", lambda: any(True for _ in self._c.s3.list_objects(name, include_version=True))
+        )
+        return ownership.ClaimResult(claim, name, ownership.foreign_message(f"bucket {name}", owner, marker)), empty
+
+    async def claim(self) -> ownership.ClaimResult:
+        """For admission: any existing bucket that is not this owner's counts, even an empty untagged one."""
+        return (await self._claim())[0]
+
     async def observe(self) -> Observation:
         name = self._d.name
-        if not await s3_call(f"find bucket {name}", lambda: self._c.s3.bucket_exists(name)):
+        claim, interrupted = await self._claim()
+        if claim.claim is ownership.Claim.ABSENT:
             return dataclasses.replace(NOT_FOUND, resource=name)
-        tags = await s3_call(f"read tags of {name}", lambda: self._c.s3.get_bucket_tags(name))
-        owner = (tags or {}).get(PROJECT_TAG)
         diffs: list[str] = []
-        if owner is None:
-            empty = not await s3_call(
-                f"list bucket {name}", lambda: any(True for _ in self._c.s3.list_objects(name, include_version=True))
-            )
-            if not empty:
-                raise BackendRejected(f"bucket {name} exists with data but no {PROJECT_TAG} tag; it is not adopted")
+        adopting = False
+        if interrupted:
             diffs.append("ownership tag missing")
-        elif owner != self._d.project:
-            raise BackendRejected(f"bucket {name} belongs to project {owner}; it is not adopted")
+        else:
+            adopting = ownership.raise_unless_usable(claim, self._d.owner, self.noun)
+            if adopting:
+                diffs.append("retained by an earlier project of this name: adopting it")
         versioning = await s3_call(f"read versioning of {name}", lambda: self._c.s3.get_bucket_versioning(name))
         if (versioning.status == ENABLED) != self._d.versioning:
             diffs.append(
@@ -165,7 +188,7 @@ class BucketAdapter:
         quota = parse_quota(await s3_call(f"read quota of {name}", lambda: self._c.admin.bucket_quota_get(name)))
         if quota != self._d.quota_bytes:
             diffs.append(f"quota {quota} bytes, want {self._d.quota_bytes}")
-        return Observation(True, not diffs, "; ".join(diffs), name)
+        return Observation(True, not diffs, "; ".join(diffs), name, adopting=adopting)
 
     async def create(self) -> None:
         name = self._d.name
@@ -184,7 +207,9 @@ class BucketAdapter:
         """Set tag, versioning and quota; each call is idempotent."""
         name = self._d.name
         tags = Tags.new_bucket_tags()
-        tags[PROJECT_TAG] = self._d.project
+        tags[self._d.owner.label] = self._d.owner.name
+        if self._d.owner.uid:
+            tags[UID_TAG] = self._d.owner.uid
         await s3_call(f"tag bucket {name}", lambda: self._c.s3.set_bucket_tags(name, tags))
         status = ENABLED if self._d.versioning else SUSPENDED
         await s3_call(

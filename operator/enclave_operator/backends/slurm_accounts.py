@@ -13,6 +13,11 @@ to slurmdbd directly, and its quirks are known and handled here:
 - limits, fairshare, QOS, parent and description are compared on the account row only (User empty);
   user rows are only looked at for membership.
 
+Ownership (backends/ownership.py): the account's Organization is `<owner label>:<name>:<uid>`, set by the
+same `add account` that creates it. An account without that marker (root, a site's own, another project's)
+is never modified or deleted (NotOwned); one retained by an earlier project of the same name is taken
+over only with spec.adopt: [SlurmAccount].
+
 Cordon (validUntil passed) sets `GrpSubmitJobs=0` (no new submissions, sbatch fails with
 AssocGrpSubmitJobsLimit) and `GrpJobs=0` (already pending jobs do not start, reason AssocGrpJobsLimit);
 running jobs finish. Un-cordon sets both back to unlimited (-1).
@@ -40,6 +45,7 @@ from pydantic.alias_generators import to_camel
 
 from enclave_operator import quantity, reasons
 from enclave_operator.api.research_project import DeletionPolicy, SlurmCompute
+from enclave_operator.backends import ownership
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
 
@@ -60,7 +66,7 @@ ASSOCIATED = "Associated"
 MISSING = "Missing"
 """The member has no user association with the account (yet)."""
 
-_FORMAT = "Account,Cluster,User,Partition,ParentName,Fairshare,GrpTRES,GrpSubmitJobs,GrpJobs,QOS,Descr"
+_FORMAT = "Account,Cluster,User,Partition,ParentName,Fairshare,GrpTRES,GrpSubmitJobs,GrpJobs,QOS,Org,Descr"
 _FIELDS = len(_FORMAT.split(","))
 _UNAVAILABLE_MARKERS = (
     "unable to connect",
@@ -74,7 +80,7 @@ _UNAVAILABLE_MARKERS = (
 )
 _NOTHING = ("nothing new added", "nothing modified", "nothing deleted", "no associations created")
 _ASSOC_FORMAT = "Account,Cluster,User,Partition,ParentName,Fairshare,GrpTRES,GrpSubmitJobs,GrpJobs,QOS"
-"""`show assoc` has no description column: the fallback read reports an empty description."""
+"""`show assoc` has no organization or description column: the fallback read fills them in (see there)."""
 
 
 class SlurmSettings(pydantic.BaseModel):
@@ -137,6 +143,31 @@ class DesiredSlurmAccount:
     users: Sequence[str]
     """Slurm user names (user prefix applied), sorted."""
     cordoned: bool
+    owner: ownership.Owner
+    organization: str
+    """The ownership marker, stored as the account's Organization."""
+
+
+def organization_marker(owner: ownership.Owner) -> str:
+    """`enclave.io/project:<name>:<uid>`: no character sacctmgr splits on, already lowercase."""
+    return f"{owner.label}:{owner.name}:{owner.uid}".lower()
+
+
+def organization_claim(owner: ownership.Owner, organization: str | None, name: str, *,
+                       exists: bool) -> ownership.ClaimResult:  # fmt: skip
+    """ABSENT, OWNED, RETAINED (marker of an earlier object of this name) or FOREIGN (any other organization)."""
+    if not exists:
+        return ownership.ClaimResult(ownership.Claim.ABSENT, name)
+    label, _, rest = (organization or "").strip().partition(":")
+    marked, _, uid = rest.partition(":")
+    claim = owner.classify(marked if label == owner.label and marked else None, uid, with_uid=True)
+    what = f"Slurm account {name}"
+    if claim is ownership.Claim.RETAINED:
+        return ownership.ClaimResult(claim, name, ownership.retained_message(what, owner, "SlurmAccount"))
+    if claim is ownership.Claim.FOREIGN:
+        marker = marked if label == owner.label and marked else None
+        return ownership.ClaimResult(claim, name, ownership.foreign_message(what, owner, marker))
+    return ownership.ClaimResult(claim, name)
 
 
 def _check_name(value: str, field: str) -> str:
@@ -184,6 +215,7 @@ def desired_account(
     users: Iterable[str],
     cordoned: bool,
     *,
+    owner: ownership.Owner,
     user_prefix: str = "",
 ) -> DesiredSlurmAccount:
     """Build and validate the desired account; ValueError names the spec field that is wrong."""
@@ -214,6 +246,8 @@ def desired_account(
         qos=qos,
         users=slurm_users,
         cordoned=cordoned,
+        owner=owner,
+        organization=organization_marker(owner),
     )
 
 
@@ -262,6 +296,7 @@ class AssocRow:
     grp_submit_jobs: str
     grp_jobs: str
     qos: str
+    organization: str
     description: str
 
     @property
@@ -291,6 +326,8 @@ class AccountState:
     """The account record exists (possibly without an association on our cluster)."""
     account_rows: tuple[AssocRow, ...]
     users: frozenset[str]
+    organization: str | None = None
+    """The account's Organization (the ownership marker), when the record exists."""
 
     @property
     def exists(self) -> bool:
@@ -303,6 +340,7 @@ def account_state(rows: Sequence[AssocRow], name: str, cluster: str | None) -> A
         record=bool(mine),
         account_rows=tuple(r for r in mine if r.is_account_row),
         users=frozenset(r.user for r in mine if r.user),
+        organization=next((r.organization.strip() for r in mine), None),
     )
 
 
@@ -314,6 +352,9 @@ def account_changes(desired: DesiredSlurmAccount, row: AssocRow) -> tuple[dict[s
     """The `set` arguments that make the account row as desired, and a short diff for messages."""
     changes: dict[str, str] = {}
     diff: list[str] = []
+    if row.organization.strip() != desired.organization:
+        changes["organization"] = desired.organization
+        diff.append("ownership marker differs")
     if row.description.strip() != desired.description:
         changes["description"] = desired.description
         diff.append("description differs")
@@ -512,13 +553,22 @@ class SlurmAccountAdapter:
         result = await self.sacctmgr.run(
             "show", "assoc", *self._where(f"account={self._d.name}"), f"format={_ASSOC_FORMAT}", write=False
         )
-        # The description cannot be read this way; take it as desired rather than chase a repair that
-        # `modify` cannot make (it answers "Nothing modified").
-        desc = self._d.description
-        return parse_rows("\n".join(f"{line}|{desc}" for line in result.stdout.splitlines() if line.strip()))
+        # Neither the description nor the organization can be read this way; take them as desired rather
+        # than chase a repair that `modify` cannot make (it answers "Nothing modified"). This state follows
+        # our own concurrent adds only, so the ownership marker is the one we wrote.
+        desc, org = self._d.description, self._d.organization
+        return parse_rows("\n".join(f"{line}|{org}|{desc}" for line in result.stdout.splitlines() if line.strip()))
+
+    def _claim(self, state: AccountState) -> ownership.ClaimResult:
+        return organization_claim(self._d.owner, state.organization, self._d.name, exists=state.record)
+
+    async def claim(self) -> ownership.ClaimResult:
+        """Whether the account is absent, the owner's (organization marker), retained, or someone else's."""
+        return self._claim(await self.read())
 
     async def observe(self) -> Observation:
         state = await self.read()
+        adopting = ownership.raise_unless_usable(self._claim(state), self._d.owner, self.noun)
         if not state.exists:
             return Observation(False, False, "account missing", self._d.name)
         diff: list[str] = []
@@ -531,7 +581,7 @@ class SlurmAccountAdapter:
         if extra:
             diff.append(f"users not members: {', '.join(extra[:10])}{' …' if len(extra) > 10 else ''}")
         members = member_states(self._member_of, state.users)
-        return Observation(True, not diff, "; ".join(diff), self._d.name, members=members)
+        return Observation(True, not diff, "; ".join(diff), self._d.name, members=members, adopting=adopting)
 
     async def create(self) -> None:
         """Add the account with every setting, then converge (it may have existed, e.g. as a record only)."""
@@ -543,6 +593,7 @@ class SlurmAccountAdapter:
             *self._on_cluster(),
             f"parent={d.parent}",
             f"description={d.description}",
+            f"organization={d.organization}",
             f"fairshare={d.fairshare}",
         ]
         if d.grp_tres:
@@ -554,7 +605,7 @@ class SlurmAccountAdapter:
         result = await self.sacctmgr.run(*args, write=True, tolerate_nothing=True)
         if result.returncode == 0 and "adding account" in result.stdout.lower():
             # A new account with every setting given: only the users are left (saves a read, ~0.3 s).
-            await self._converge(AccountState(record=True, account_rows=(), users=frozenset()))
+            await self._converge(AccountState(True, (), frozenset(), organization=d.organization))
             return
         await self._converge(await self.read())
 
@@ -562,6 +613,7 @@ class SlurmAccountAdapter:
         await self._converge(self._state or await self.read())
 
     async def _converge(self, state: AccountState) -> None:
+        ownership.raise_unless_usable(self._claim(state), self._d.owner, self.noun)  # e.g. `add` met an existing one
         changes: dict[str, str] = {}
         for row in state.account_rows:
             changes.update(account_changes(self._d, row)[0])
@@ -603,6 +655,7 @@ class SlurmAccountAdapter:
     async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
         """Retain: no user associations, account kept with no submissions. Delete: users and account gone."""
         state = await self.read()
+        ownership.raise_unless_usable(self._claim(state), self._d.owner, self.noun)
         await self._remove_users(sorted(state.users))
         if policy == "Retain":
             if state.exists:

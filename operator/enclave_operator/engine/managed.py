@@ -4,6 +4,10 @@
 part's condition and events. `finalize_part` walks observe → delete per policy → observe again.
 Both are idempotent: running them twice, or after a crash at any line, converges to the same state,
 because every decision is taken from a fresh observation of the backend.
+
+A thing that exists but is not the project's (`ownership.NotOwned`: a foreign namespace, a bucket of
+another project, a retained one not adopted) gets a condition with reason NotOwned and no fast retry;
+on deletion it counts as done ("never ours: left alone"), so a finalizer never waits on it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from enclave_operator import conditions, metrics, reasons
 from enclave_operator.api.research_project import DeletionPolicy
 from enclave_operator.backends.adapter import Adapter, DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendUnavailable
+from enclave_operator.backends.ownership import NotOwned
 from enclave_operator.engine.recorder import Recorder
 
 logger = logging.getLogger(__name__)
@@ -32,10 +37,14 @@ class PartOutcome:
     """True when the backend was changed (create or update); a no-op resync leaves it False."""
 
 
+def _reason(error: BackendError) -> str:
+    if isinstance(error, NotOwned):
+        return reasons.REASON_NOT_OWNED
+    return reasons.REASON_BACKEND_UNAVAILABLE if isinstance(error, BackendUnavailable) else reasons.REASON_BACKEND_ERROR
+
+
 def _failed(adapter: Adapter, verb: str, error: BackendError, recorder: Recorder) -> PartOutcome:
-    reason = (
-        reasons.REASON_BACKEND_UNAVAILABLE if isinstance(error, BackendUnavailable) else reasons.REASON_BACKEND_ERROR
-    )
+    reason = _reason(error)
     event_reason = f"Cannot{verb}{adapter.noun}"
     message = f"cannot {verb.lower()} {adapter.noun.lower()}: {error}"
     logger.debug("%s: %s", event_reason, error)
@@ -82,7 +91,11 @@ async def reconcile_part(adapter: Adapter, recorder: Recorder) -> PartOutcome:
             return _failed(adapter, "Update", error, recorder)
         wrote = True
         metrics.BACKEND_WRITES.labels(part=adapter.part, action="update").inc()
-        recorder.event("Normal", f"Updated{adapter.noun}", f"repaired {adapter.noun.lower()}: {observation.diff}")
+        if observation.adopting:
+            message = f"took over {adapter.noun.lower()} {observation.resource}, retained by an earlier project"
+            recorder.event("Normal", f"Adopted{adapter.noun}", f"{message} of this name (spec.adopt)")
+        else:
+            recorder.event("Normal", f"Updated{adapter.noun}", f"repaired {adapter.noun.lower()}: {observation.diff}")
     if wrote:
         try:
             observation = await _timed(adapter, "observe", adapter.observe())
@@ -115,6 +128,9 @@ async def finalize_part(adapter: Adapter, policy: DeletionPolicy, recorder: Reco
         if not observation.exists:
             return FinalizeOutcome(True, f"{adapter.noun.lower()} is gone")
         outcome = await _timed(adapter, "delete", adapter.delete(policy))
+    except NotOwned as error:
+        logger.debug("%s left alone: %s", adapter.noun, error)
+        return FinalizeOutcome(True, f"never ours, left alone ({error})")
     except BackendError as error:
         failed = _failed(adapter, "Delete", error, recorder)
         return FinalizeOutcome(False, failed.condition.message)

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import fnmatch
+import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,12 +32,14 @@ from enclave_operator.backends import (
     identity_ldap,
     kube_namespace,
     kube_objects,
+    ownership,
     s3_access,
     s3_minio,
     slurm_accounts,
     unavailable,
 )
 from enclave_operator.backends.adapter import Adapter
+from enclave_operator.backends.errors import BackendError
 from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import Recorder
 from enclave_operator.quantity import to_bytes
@@ -45,6 +50,7 @@ _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
 WRITER_ROLES: frozenset[Role] = frozenset({"owner", "maintainer", "member"})
+logger = logging.getLogger(__name__)
 
 
 class InvalidPlan(Exception):
@@ -56,6 +62,8 @@ class ProjectPlan:
     """Everything the parts need, derived once from the spec, the settings and today's date."""
 
     name: str
+    owner: ownership.Owner
+    """This project (name and uid) as the owner of what it provisions."""
     spec: ResearchProjectSpec
     today: datetime.date
     cordoned: bool
@@ -73,13 +81,28 @@ def is_cordoned(spec: ResearchProjectSpec, today: datetime.date) -> bool:
     return today > spec.valid_until
 
 
-def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings, today: datetime.date) -> ProjectPlan:
+def reserved_namespaces(settings: OperatorSettings) -> list[str]:
+    """Namespace patterns no project may take: the configured ones, the ingest namespace, the operator's own."""
+    own = os.environ.get("POD_NAMESPACE")
+    return [*settings.naming.reserved_namespaces, settings.ingest.namespace, *([own] if own else [])]
+
+
+def reserved_by(namespace: str, settings: OperatorSettings) -> str | None:
+    """The reserved pattern `namespace` matches, or None."""
+    return next((p for p in reserved_namespaces(settings) if fnmatch.fnmatchcase(namespace, p)), None)
+
+
+def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings, today: datetime.date,
+         uid: str = "") -> ProjectPlan:  # fmt: skip
     """Derive backend names and desired states; raise InvalidPlan naming what is wrong."""
     namespace = settings.naming.namespace.format(project=name)
     bucket = settings.naming.bucket.format(project=name)
     group = settings.naming.group.format(project=name)
+    owner = ownership.Owner(name, uid, adopt=frozenset(spec.adopt))
     if not _DNS_LABEL.match(namespace):
         raise InvalidPlan(f"namespace name {namespace!r} (from naming.namespace) is not a DNS label")
+    if pattern := reserved_by(namespace, settings):
+        raise InvalidPlan(f"metadata.name: namespace {namespace} is reserved ({pattern}); no project may use it")
     if not _BUCKET_NAME.match(bucket) or ".." in bucket:
         raise InvalidPlan(f"bucket name {bucket!r} (from naming.bucket) is not a valid S3 bucket name")
     if not _GROUP_NAME.match(group):
@@ -96,20 +119,21 @@ def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings, today
         users = [user for user, role in active if role in WRITER_ROLES]  # viewers read; they do not submit jobs
         try:
             slurm = slurm_accounts.desired_account(
-                account, spec.display_name, spec.compute.slurm, users, cordoned,
+                account, spec.display_name, spec.compute.slurm, users, cordoned, owner=owner,
                 user_prefix=settings.slurm.user_prefix if settings.slurm else "",
             )  # fmt: skip
         except ValueError as error:
             raise InvalidPlan(str(error)) from None
     return ProjectPlan(
         name=name,
+        owner=owner,
         spec=spec,
         today=today,
         cordoned=cordoned,
         active=active,
         group=group,
-        namespace=kube_namespace.DesiredNamespace(namespace, name, kube_namespace.desired_labels(name)),
-        bucket=s3_minio.DesiredBucket(bucket, name, quota, spec.storage.versioning),
+        namespace=kube_namespace.DesiredNamespace(namespace, owner, kube_namespace.desired_labels(owner)),
+        bucket=s3_minio.DesiredBucket(bucket, owner, quota, spec.storage.versioning),
         slurm=slurm,
     )
 
@@ -129,10 +153,15 @@ class Backends:
 
 
 def adapters(project: ProjectPlan, backends: Backends, settings: OperatorSettings) -> list[Adapter]:
-    """The parts in the order they are reconciled (and reverse order of deletion)."""
+    """The parts in the order they are reconciled (and reverse order of deletion).
+
+    Every part gets the project's `OwnedNamespaces` client instead of the plain one: no part, present or
+    future, can read or write in a namespace the project does not own (backends/ownership.py).
+    """
+    kube = ownership.OwnedNamespaces(backends.kube, project.owner)
     ns = project.namespace.name
     space = kube_objects.KubeObjectsAdapter(
-        backends.kube,
+        kube,
         part=reasons.NAMESPACE_READY,
         noun="NamespacePolicy",
         member_key="kubernetes",
@@ -146,7 +175,7 @@ def adapters(project: ProjectPlan, backends: Backends, settings: OperatorSetting
         ],
     )
     bindings = kube_objects.KubeObjectsAdapter(
-        backends.kube,
+        kube,
         part=reasons.NAMESPACE_READY,
         noun="RoleBinding",
         member_key="kubernetes",
@@ -160,24 +189,15 @@ def adapters(project: ProjectPlan, backends: Backends, settings: OperatorSetting
     )
     writers = [u for u, role in project.active if role in WRITER_ROLES and not project.cordoned]
     readers = [u for u, _ in project.active if u not in writers]
-    parts: list[Adapter] = [kube_namespace.NamespaceAdapter(backends.kube, project.namespace), space, bindings]
-    if backends.identity is not None:
-        group = identity.DesiredIdentityGroup(
-            project.group,
-            f"{project.spec.display_name} (research project {project.name})"[:255],
-            [user for user, _ in project.active],
-            project.spec.identity.gid_number,
-        )
-        if isinstance(backends.identity, identity_freeipa.FreeIpaClient):
-            parts.append(identity_freeipa.FreeIpaGroupAdapter(backends.identity, group))
-        else:
-            parts.append(identity_ldap.LdapGroupAdapter(backends.identity, group))
+    parts: list[Adapter] = [kube_namespace.NamespaceAdapter(kube, project.namespace), space, bindings]
+    if (group := _identity_group(project, backends)) is not None:
+        parts.append(group)
     return parts + [
         s3_minio.BucketAdapter(backends.s3, project.bucket),
         s3_access.bucket_policies(backends.s3, project.bucket.name),
         s3_access.CredentialAdapter(
             backends.s3,
-            backends.kube,
+            kube,
             s3_access.project_credential(project.name, ns, project.bucket.name, writable=not project.cordoned),
         ),
         s3_access.MemberGroupsAdapter(
@@ -185,6 +205,60 @@ def adapters(project: ProjectPlan, backends: Backends, settings: OperatorSetting
         ),
         *_scheduler(project, backends),
     ]
+
+
+def _identity_group(
+    project: ProjectPlan, backends: Backends
+) -> identity_freeipa.FreeIpaGroupAdapter | identity_ldap.LdapGroupAdapter | None:
+    if backends.identity is None:
+        return None
+    group = identity.DesiredIdentityGroup(
+        project.group,
+        project.spec.display_name,
+        [user for user, _ in project.active],
+        project.spec.identity.gid_number,
+        owner=project.owner,
+    )
+    if isinstance(backends.identity, identity_freeipa.FreeIpaClient):
+        return identity_freeipa.FreeIpaGroupAdapter(backends.identity, group)
+    return identity_ldap.LdapGroupAdapter(backends.identity, group)
+
+
+async def collisions(
+    name: str, uid: str, raw_spec: Mapping[str, Any], backends: Backends, settings: OperatorSettings,
+    today: datetime.date,
+) -> list[str]:  # fmt: skip
+    """For admission of a new project: every derived name that exists and this project could not take.
+
+    Asks the same `claim()` the adapters use, once per backend root (namespace, identity group, bucket,
+    Slurm account). A backend that cannot be reached is skipped: the adapters check again before they
+    write, and say so in a condition. An invalid spec is left to the schema and the reconciler.
+    """
+    try:
+        project = plan(name, ResearchProjectSpec.model_validate(dict(raw_spec)), settings, today, uid)
+    except (pydantic.ValidationError, InvalidPlan):
+        return []
+    roots: list[Any] = [kube_namespace.NamespaceAdapter(backends.kube, project.namespace)]
+    if (group := _identity_group(project, backends)) is not None:
+        roots.append(group)
+    roots.append(s3_minio.BucketAdapter(backends.s3, project.bucket))
+    if project.slurm is not None and backends.slurm is not None:
+        roots.append(slurm_accounts.SlurmAccountAdapter(backends.slurm.settings, project.slurm, runner=backends.slurm))
+    found = []
+    for root in roots:
+        try:
+            result = await root.claim()
+        except ownership.NotOwned as error:
+            found.append(str(error))
+            continue
+        except BackendError as error:
+            logger.info("admission could not check %s of %s: %s", root.noun, name, error)
+            continue
+        if result.claim is ownership.Claim.RETAINED and root.noun in project.owner.adopt:
+            continue
+        if not result.usable:
+            found.append(result.message)
+    return found
 
 
 def _scheduler(project: ProjectPlan, backends: Backends) -> list[Adapter]:
@@ -266,12 +340,13 @@ async def reconcile(
     recorder: Recorder,
     today: datetime.date,
     annotations: Mapping[str, str] | None = None,
+    uid: str = "",
 ) -> ReconcileResult:
     """One reconcile of one project; safe to run again at any time, and a no-op when nothing changed."""
     current = dict(current_status or {})
     try:
         spec = ResearchProjectSpec.model_validate(dict(raw_spec))
-        project = plan(name, spec, settings, today)
+        project = plan(name, spec, settings, today, uid)
     except pydantic.ValidationError as error:
         first = error.errors()[0]
         message = f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
@@ -312,7 +387,10 @@ async def reconcile(
     for adapter, outcome in pairs:
         by_part.setdefault(adapter.part, []).append(outcome)
     parts = [combine(part, outcomes) for part, outcomes in by_part.items()]
-    computed = parts + conditions.summarize(parts) + [cordon_condition(spec, project.cordoned), approved]
+    foreign = next((c for c in parts if c.reason == reasons.REASON_NOT_OWNED), None)
+    stalled = conditions.true(reasons.STALLED, foreign.reason, foreign.message) if foreign else None  # needs a human
+    computed = parts + conditions.summarize(parts, stalled=stalled) + [cordon_condition(spec, project.cordoned),
+                                                                        approved]  # fmt: skip
     merged, _ = conditions.merge(current.get("conditions", []), computed, generation)
     members = member_statuses(spec, today, pairs)
     status = {
@@ -339,11 +417,12 @@ async def finalize(
     settings: OperatorSettings,
     recorder: Recorder,
     today: datetime.date,
+    uid: str = "",
 ) -> managed.FinalizeOutcome:
     """Remove (or retain, per deletionPolicy) every part, in reverse order; done when all agree."""
     try:
         spec = ResearchProjectSpec.model_validate(dict(raw_spec))
-        project = plan(name, spec, settings, today)
+        project = plan(name, spec, settings, today, uid)
     except (pydantic.ValidationError, InvalidPlan):
         # A spec that never planned never created anything: there is nothing to remove.
         return managed.FinalizeOutcome(True, "nothing was provisioned for an invalid spec")

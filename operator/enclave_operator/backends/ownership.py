@@ -1,0 +1,206 @@
+"""Who an external thing belongs to, and the one check every project part goes through before it
+touches a namespace.
+
+The ownership model (shared by every kind that provisions external things):
+
+- An `Owner` is one incarnation of an object: its name, its uid, and a marker key (by default
+  `enclave.io/project`). Each external thing carries a marker the owner can recognise: a label on a
+  namespace, a tag on a bucket, a description suffix on an identity group, the organization of a
+  Slurm account.
+- Things that never outlive their owner (namespace, identity group) are marked with the owner's name.
+  Things that a `Retain` deletion keeps (bucket, Slurm account) are marked with the name *and* the uid,
+  so a new object with an old name can tell "retained by an earlier owner of this name" from "mine".
+- `claim()` classifies what exists: ABSENT, OWNED, RETAINED (an earlier owner of this name kept it)
+  or FOREIGN (another owner, or no marker). Adapters never write to a FOREIGN thing, adopt a RETAINED
+  one only when the owner asks for it explicitly (spec.adopt), and the admission webhook refuses a new
+  object whose names collide with things it could not take.
+- `OwnedNamespaces` wraps the Kubernetes client handed to a project's parts: any call that names a
+  namespace (read or write) is let through only when that namespace is labelled for the owner, or is
+  one the configuration trusts. A new namespaced part therefore cannot forget the check: the client
+  it is given makes it.
+
+`NotOwned` is what both raise. The engine turns it into a condition with reason `NotOwned` (no fast
+retry: a human has to act), and, when the project is deleted, into "never ours: left alone" so that
+deletion never hangs on something the project does not own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import AsyncIterator, Collection, Mapping
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.core.resource import NamespacedResource
+from lightkube.resources.core_v1 import Namespace
+
+from enclave_operator.backends import kube
+from enclave_operator.backends.errors import BackendRejected, BackendUnavailable
+
+OWNER_LABEL = "enclave.io/project"
+"""Label (namespace) and tag (bucket) naming the owning project."""
+OWNER_UID_LABEL = "enclave.io/project-uid"
+"""Tag naming the owning object's uid, on things a Retain deletion keeps."""
+
+class Claim(enum.Enum):
+    ABSENT = "Absent"
+    OWNED = "Owned"
+    RETAINED = "Retained"
+    """Marked for an earlier object of the same name (another uid): kept by its Retain deletion."""
+    FOREIGN = "Foreign"
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """One incarnation of the object that owns external things."""
+
+    name: str
+    uid: str = ""
+    """The object's metadata.uid. Empty only for callers without an object (adapter tests): their markers
+    then carry no uid, and a thing marked with a uid is never theirs."""
+    adopt: frozenset[str] = frozenset()
+    """Nouns (Bucket, SlurmAccount) whose retained instance this owner takes over (spec.adopt)."""
+    label: str = OWNER_LABEL
+
+    def classify(self, name: str | None, uid: str | None = None, *, with_uid: bool = False) -> Claim:
+        """The claim from a thing's marker: owner name (None = no marker) and, for retained kinds, uid."""
+        if name is None or name != self.name:
+            return Claim.FOREIGN
+        if not with_uid or (uid or "") == self.uid:
+            return Claim.OWNED
+        return Claim.RETAINED
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimResult:
+    """What `claim()` of an adapter found; `message` says why when it is not ours (for users)."""
+
+    claim: Claim
+    resource: str
+    message: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.claim in (Claim.ABSENT, Claim.OWNED)
+
+
+class NotOwned(BackendRejected):
+    """The thing exists and is not the owner's: nothing is written to it; deletion leaves it alone."""
+
+    def __init__(self, message: str, *, retained: bool = False) -> None:
+        super().__init__(message)
+        self.retained = retained
+
+
+def foreign_message(what: str, owner: Owner, marker: str | None) -> str:
+    belongs = f"belongs to project {marker}" if marker else "belongs to no enclave project"
+    return f"{what} exists and {belongs}; project {owner.name} does not write to it"
+
+
+def retained_message(what: str, owner: Owner, noun: str) -> str:
+    return (
+        f"{what} was retained from an earlier project named {owner.name}; set spec.adopt: [{noun}] to take it "
+        "over (with its content), or choose another name"
+    )
+
+
+def raise_unless_usable(result: ClaimResult, owner: Owner, noun: str) -> bool:
+    """For adapters: True when a retained thing is being adopted now; NotOwned when it may not be used."""
+    if result.claim is Claim.RETAINED:
+        if noun in owner.adopt:
+            return True
+        raise NotOwned(result.message, retained=True)
+    if result.claim is Claim.FOREIGN:
+        raise NotOwned(result.message)
+    return False
+
+
+def namespace_claim(ns: Namespace | None, name: str, owner: Owner) -> ClaimResult:
+    """A namespace is the owner's when it carries the owner label with the owner's name."""
+    if ns is None:
+        return ClaimResult(Claim.ABSENT, name)
+    labels = dict(ns.metadata.labels or {}) if ns.metadata else {}
+    claim = owner.classify(labels.get(owner.label))
+    message = "" if claim is Claim.OWNED else foreign_message(f"namespace {name}", owner, labels.get(owner.label))
+    return ClaimResult(claim, name, message)
+
+
+class OwnedNamespaces:
+    """A Kubernetes client for one owner's parts: namespaced calls only into namespaces it owns.
+
+    Reads and writes that name a namespace are checked (a part must not even read a Secret from a
+    namespace that is not the project's: it could take a foreign key for its own); calls on
+    cluster-scoped resources pass, except a change to or removal of a Namespace object, which is a
+    write into that namespace. Creating a namespace passes: the API server refuses it if it exists.
+    Ownership, once seen, is remembered for the life of this client (one reconcile).
+    """
+
+    def __init__(self, client: AsyncClient, owner: Owner | None, *, trusted: Collection[str] = ()) -> None:
+        self._client = client
+        self.owner = owner
+        self._trusted = frozenset(trusted)
+        self._owned: set[str] = set()
+
+    async def check(self, namespace: str, *, write: bool) -> None:
+        """Return when `namespace` may be used; NotOwned when it belongs to someone else."""
+        if namespace in self._trusted or namespace in self._owned:
+            return
+        try:
+            ns = await kube.call(f"get namespace {namespace}", self._client.get(Namespace, namespace))
+        except kube.NotFound:
+            if write:
+                raise BackendUnavailable(f"namespace {namespace} does not exist (yet)") from None
+            return  # nothing to read there: the API server answers as for an empty namespace
+        if self.owner is None:
+            raise NotOwned(f"namespace {namespace} is not one this part may use")
+        result = namespace_claim(ns, namespace, self.owner)
+        if result.claim is not Claim.OWNED:
+            raise NotOwned(result.message)
+        self._owned.add(namespace)
+
+    async def _scope(self, resource: Any, name: str | None, namespace: str | None, *, write: bool) -> None:
+        kind = resource if isinstance(resource, type) else type(resource)
+        if issubclass(kind, NamespacedResource):
+            if namespace is None:
+                meta = getattr(resource, "metadata", None)
+                namespace = getattr(meta, "namespace", None)
+            if namespace is None:
+                raise BackendRejected(f"{kind.__name__} {name}: no namespace given")
+            await self.check(namespace, write=write)
+        elif kind is Namespace and write:
+            target = name or getattr(getattr(resource, "metadata", None), "name", None)
+            await self.check(str(target), write=True)
+
+    # Reads.
+    async def get(self, resource: Any, name: str, *, namespace: str | None = None, **kwargs: Any) -> Any:
+        await self._scope(resource, name, namespace, write=False)
+        return await self._client.get(resource, name, namespace=namespace, **kwargs)
+
+    async def list(self, resource: Any, *, namespace: str | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        await self._scope(resource, None, namespace, write=False)
+        async for item in self._client.list(resource, namespace=namespace, **kwargs):
+            yield item
+
+    # Writes.
+    async def create(self, obj: Any, name: str | None = None, *, namespace: str | None = None, **kwargs: Any) -> Any:
+        if not isinstance(obj, Namespace):
+            await self._scope(obj, name, namespace, write=True)
+        return await self._client.create(obj, name, namespace=namespace, **kwargs)
+
+    async def replace(self, obj: Any, name: str | None = None, *, namespace: str | None = None, **kwargs: Any) -> Any:
+        await self._scope(obj, name or obj.metadata.name, namespace, write=True)
+        return await self._client.replace(obj, name, namespace=namespace, **kwargs)
+
+    async def patch(self, resource: Any, name: str, obj: Any, *, namespace: str | None = None, **kwargs: Any) -> Any:
+        await self._scope(resource, name, namespace, write=True)
+        return await self._client.patch(resource, name, obj, namespace=namespace, **kwargs)
+
+    async def delete(self, resource: Any, name: str, *, namespace: str | None = None, **kwargs: Any) -> Any:
+        await self._scope(resource, name, namespace, write=True)
+        return await self._client.delete(resource, name, namespace=namespace, **kwargs)
+
+
+def labels_of(owner: Owner, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The owner label, for objects made inside an owned namespace."""
+    return {owner.label: owner.name, **(extra or {})}

@@ -7,10 +7,13 @@ relative to today). Pure functions; handlers.py serves them as a validating webh
   may hand the project to another owner.
 - A non-admin may delete only projects they own.
 - Only platform admins may set or change the approval annotations, and only under their own name.
-- A new project may not take a reserved namespace name (`naming.reservedNamespaces`, the ingest and the
-  operator's namespaces). Collisions with things that exist in the backends (a foreign namespace, bucket,
-  identity group or Slurm account) are found by `research_project.collisions`, which needs I/O; the
-  webhook handler asks it and reports through `collision_denial`.
+- A new or changed spec must plan (`research_project.plan`, the reconciler's own checks): e.g. a reserved
+  namespace name (`naming.reservedNamespaces`, the ingest and the operator's namespaces), a Slurm parent
+  the platform does not allow. Updates that leave the spec alone (finalizers, bookkeeping) are not
+  planned, so an object admitted earlier can always be finalized.
+- Collisions with things that exist in the backends (a foreign namespace, bucket, identity group or
+  Slurm account) are found by `research_project.collisions`, which needs I/O; the webhook handler asks
+  it and reports through `collision_denial`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import pydantic
+
+from enclave_operator.api.research_project import ResearchProjectSpec
+from enclave_operator.reconcilers import research_project
 from enclave_operator.reconcilers.approval import APPROVED_ANNOTATION, APPROVED_BY_ANNOTATION, parse_approval
-from enclave_operator.reconcilers.research_project import reserved_by
 from enclave_operator.settings import IngestSettings, OperatorSettings, SelfServiceSettings
 
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
@@ -65,11 +71,6 @@ def review(
     old_spec = (old or {}).get("spec") or {}
 
     if operation == "CREATE":
-        name = str(((new or {}).get("metadata") or {}).get("name", ""))
-        namespace = settings.naming.namespace.format(project=name)
-        if pattern := reserved_by(namespace, settings):
-            raise Denied(f"metadata.name: {name} would use namespace {namespace}, which is reserved ({pattern}); "
-                         "choose another name")  # fmt: skip
         valid_until = str(new_spec.get("validUntil", ""))
         if valid_until and valid_until < today.isoformat():
             raise Denied(f"spec.validUntil: {valid_until} is in the past; a new project needs a current approval")
@@ -86,8 +87,23 @@ def review(
         if _roles(old_spec).get(user) != "owner":
             raise Denied(f"metadata.name: only the project's owner may delete it ({user} is not)")
 
+    if operation == "CREATE" or (operation == "UPDATE" and new_spec != old_spec):
+        _check_plan(new, settings, today)
     if operation in ("CREATE", "UPDATE"):
         _check_approval(user, admin, _annotations(old), _annotations(new))
+
+
+def _check_plan(new: Mapping[str, Any] | None, settings: OperatorSettings, today: datetime.date) -> None:
+    """The reconciler's own planning checks, so what it would refuse later is refused now."""
+    name = str(((new or {}).get("metadata") or {}).get("name", ""))
+    try:
+        spec = ResearchProjectSpec.model_validate(dict((new or {}).get("spec") or {}))
+    except pydantic.ValidationError:
+        return  # the CRD schema reports these, naming the field
+    try:
+        research_project.plan(name, spec, settings, today)
+    except research_project.InvalidPlan as error:
+        raise Denied(str(error)) from None
 
 
 def collision_denial(name: str, found: Sequence[str]) -> Denied:

@@ -217,7 +217,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         await _reconcile_ingest(body, memo)
 
     @kopf.on.delete(*INGESTS, registry=registry, id="finalize")
-    async def delete_ingest(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def delete_ingest(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
         runtime: Runtime = memo.runtime
         recorder = KubeRecorder(runtime.backends.kube, body)
         async with runtime.locks[body["metadata"]["uid"]]:
@@ -226,7 +226,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             )
             await recorder.flush()
         if not outcome.done:
-            raise kopf.TemporaryError(outcome.message, delay=runtime.settings.intervals.retry_seconds)
+            raise kopf.TemporaryError(outcome.message, delay=backoff(runtime.settings.intervals, retry))
         runtime.locks.pop(body["metadata"]["uid"], None)
 
     if config.webhook.enabled:
@@ -243,7 +243,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                 raise kopf.AdmissionError(str(denied), code=403) from None
 
     @kopf.on.delete(*PROJECTS, registry=registry, id="finalize")
-    async def delete_project(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def delete_project(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
         runtime: Runtime = memo.runtime
         meta = body["metadata"]
         recorder = KubeRecorder(runtime.backends.kube, body)
@@ -258,6 +258,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                 uid=str(meta.get("uid", "")),
             )
             await recorder.flush()
+            if not outcome.done:
+                status, changed = research_project.deleting_status(
+                    body.get("status"), int(meta.get("generation", 0)), outcome
+                )
+                if changed:
+                    await status_io.write_project_status(runtime.backends.kube, meta["name"], status)
         if not outcome.done:
-            raise kopf.TemporaryError(outcome.message, delay=runtime.settings.intervals.retry_seconds)
+            # Back off like every other failure (issue 8.2): a deletion Slurm refuses must not retry every few seconds.
+            raise kopf.TemporaryError(outcome.message, delay=backoff(runtime.settings.intervals, retry))
         runtime.locks.pop(meta["uid"], None)

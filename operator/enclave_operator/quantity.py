@@ -45,3 +45,18 @@ def parse(value: int | str) -> decimal.Decimal:
 def to_bytes(value: int | str) -> int:
     """Whole bytes, rounded up: a quota is never smaller than asked."""
     return int(parse(value).to_integral_value(rounding=decimal.ROUND_CEILING))
+
+
+MAX_CANONICAL = decimal.Decimal(2**63 - 1)
+"""The API server clamps quantities to this (e.g. 999999999999999999999999Ti reads back as 9223372036854775807)."""
+MILLI = decimal.Decimal("0.001")
+
+
+def canonical(value: int | str) -> decimal.Decimal:
+    """The value as the API server stores it: rounded up to a thousandth (0.001m reads back as 1m, 1.0005 as
+    1001m) and clamped to 2^63-1. Compare desired and observed quantities through this, or a value the
+    server normalises differs forever."""
+    amount = parse(value)
+    if amount >= MAX_CANONICAL:
+        return MAX_CANONICAL
+    return amount.quantize(MILLI, rounding=decimal.ROUND_CEILING)

@@ -149,3 +149,63 @@ def test_sigkill_mid_reconcile_with_every_backend(
     assert slurm.users(project_name) == {"alice", "bob"}
     assert len([r for r in slurm.assoc_rows(project_name) if not r["User"]]) == 1, "exactly one account"
     crds.run("delete", "researchproject", project_name, "--timeout=60s")
+
+
+def test_finding_8_2_deleting_a_project_that_is_a_members_default_account_completes(
+    crds: Cluster, operator: OperatorProcess, slurm: SlurmEnv, project_name: str
+) -> None:
+    other = f"{project_name}-lab"
+    assert slurm.sacctmgr("-i", "add", "account", other, "cluster=enclave").returncode == 0
+    try:
+        _apply(crds, _project(project_name).member("bob"))
+        wait_ready(crds, project_name)
+        assert slurm.sacctmgr("-i", "add", "user", "bob", f"account={other}", "cluster=enclave").returncode == 0
+        assert slurm.sacctmgr("-i", "modify", "user", "bob", "set", f"defaultaccount={project_name}").returncode == 0
+        crds.run("delete", "researchproject", project_name, f"--timeout={int(timeouts.DELETE)}s")
+        assert slurm.assoc_rows(project_name) == []
+        default = slurm.sacctmgr("-n", "-P", "show", "user", "bob", "format=DefaultAccount").stdout.strip()
+        assert default == other, "bob keeps a default account he can submit with"
+    finally:
+        slurm.sacctmgr("-i", "delete", "user", "where", "name=bob", f"account={other}")
+        slurm.sacctmgr("-i", "delete", "account", other)
+
+
+def _event_times(cluster: Cluster, name: str, reason: str) -> list[datetime.datetime]:
+    out = cluster.get_json("events", "-A", "--field-selector", f"involvedObject.name={name},reason={reason}")
+    stamps = [e.get("lastTimestamp") or e.get("eventTime") for e in (out or {"items": []})["items"]]
+    return sorted(datetime.datetime.fromisoformat(s.replace("Z", "+00:00")) for s in stamps if s)
+
+
+def test_finding_8_2_a_blocked_deletion_backs_off_and_shows_in_conditions(
+    crds: Cluster, operator: OperatorProcess, slurm: SlurmEnv, project_name: str
+) -> None:
+    _apply(crds, _project(project_name).member("bob"))
+    wait_ready(crds, project_name)
+    slurm.stop_dbd()
+    try:
+        crds.run("delete", "researchproject", project_name, "--wait=false")
+        blocked = wait_for(
+            lambda: (
+                (o := crds.get_json("researchproject", project_name))
+                and (condition(o, "SchedulerReady") or {}).get("status") == "False"
+                and (condition(o, "Ready") or {}).get("reason") == "Deleting"
+                and o
+            ),
+            timeout=timeouts.READY,
+            what="the blocked deletion in the conditions",
+        )
+        assert "slurmdbd unreachable" in condition(blocked, "SchedulerReady")["message"]
+        assert "deletion waits" in condition(blocked, "Ready")["message"]
+        times = wait_for(
+            lambda: (t := _event_times(crds, project_name, "CannotDeleteSlurmAccount")) and len(t) >= 4 and t,
+            timeout=90,
+            what="four failed deletion attempts",
+        )
+        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        # Delays 2, 4, then the cap (resyncSeconds 5 here); a fixed delay would give equal gaps. Event times
+        # have one-second resolution, and each attempt itself takes about the same time.
+        assert gaps[2] >= gaps[0] + 2, f"retries must back off, gaps between attempts: {gaps}"
+    finally:
+        slurm.restart()
+    wait_for(lambda: crds.get_json("researchproject", project_name) is None, timeout=120, what="deletion to finish")
+    assert slurm.assoc_rows(project_name) == []

@@ -67,3 +67,60 @@ def test_category_and_short_name_list_projects(crds: Cluster) -> None:
         assert "listed-by-category" in crds.run("get", "rp").stdout
     finally:
         crds.run("delete", "researchproject", "listed-by-category", "--wait=false")
+
+
+def _lines(err: str) -> list[str]:
+    """One cause per line, without kubectl's bullets and the one-cause prefix `The X "y" is invalid: `."""
+    lines = [line.lstrip("* ").strip() for line in err.splitlines() if line.strip()]
+    return [line.split(" is invalid: ", 1)[1] if " is invalid: " in line else line for line in lines]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda s: s.update(validUntil=["x"]), "spec.validUntil"),
+        (lambda s: s["members"][0].update(expires=[1, 2]), "spec.members[0].expires"),
+        (lambda s: s.update(validUntil="2030-02-30"), "spec.validUntil"),
+        (lambda s: s.update(validUntil="30-01-2030"), "spec.validUntil"),
+    ],
+)  # fmt: skip
+def test_finding_8_7_date_fields_reject_arrays_and_non_dates(crds: Cluster, change, field: str) -> None:  # type: ignore[no-untyped-def]
+    code, err = _dry_run(crds, _spec_change(change))
+    assert code != 0, "accepted"
+    assert any(line.startswith(f"{field}: ") for line in _lines(err)), err
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("compute", "kubernetes", "memory"), "999999999999999999999999Ti", "must be at most 1Pi"),
+        (("compute", "kubernetes", "memory"), "0.001m", "must be a whole number of bytes"),
+        (("compute", "kubernetes", "cpu"), "200000", "must be at most 100000"),
+        (("compute", "kubernetes", "cpu"), 200000, "must be at most 100000"),
+        (("compute", "kubernetes", "storage"), "11Pi", "must be at most 10Pi"),
+        (("storage", "quota"), "999999999999999999999999Ti", "must be at most 10Pi"),
+        (("compute", "slurm", "limits", "mem"), "9536743164062500000Mi", "must be at most 1Pi"),
+    ],
+)  # fmt: skip
+def test_finding_8_5_quantities_are_bounded_with_the_limit_in_the_message(
+    crds: Cluster, path: tuple[str, ...], value: object, message: str
+) -> None:
+    def change(spec: dict) -> None:
+        node = spec
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+
+    code, err = _dry_run(crds, _spec_change(change))
+    field = "spec." + ".".join(path)
+    assert code != 0, f"{field}={value} accepted"
+    assert any(line.startswith(f"{field}: ") and message in line for line in _lines(err)), err
+
+
+@pytest.mark.parametrize("name", ["Bad_Name", "a" * 41, "-bad"])
+def test_finding_8_10_the_name_rule_is_reported_on_metadata_name(crds: Cluster, name: str) -> None:
+    code, err = _dry_run(crds, _renamed(name))
+    assert code != 0
+    lines = _lines(err)
+    assert any(line.startswith("metadata.name: ") for line in lines), err
+    assert not any(line.startswith("<nil>") and "metadata.name" in line for line in lines), err

@@ -102,3 +102,21 @@ async def test_an_unreachable_minio_fails_only_the_storage_part(
         name=project_name, raw_spec=spec, backends=research_project.Backends(kube, s3),
         settings=parse({"s3": {"endpoint": minio["endpoint"]}}), recorder=ListRecorder(), today=VALID_UNTIL,
     )  # fmt: skip
+
+
+async def test_finding_8_5_values_the_api_server_normalises_cause_no_rewrites(
+    kube: AsyncClient, s3: s3_minio.S3Clients, minio: dict[str, Any], project_name: str
+) -> None:
+    """cpu 0.0015 reads back as 2m, 1.0005 as 1001m: a resync after that must not write again."""
+    spec = ProjectBuilder(project_name).deletion("Delete").spec()
+    spec["compute"] = {"kubernetes": {"cpu": "1.0005", "memory": "1.5Gi", "storage": "1e9"}}
+    first, _ = await _run(kube, s3, minio, project_name, spec, None, VALID_UNTIL)
+    assert _cond(first.status, "Ready")["status"] == "True", first.message
+    quota = await kube.get(ResourceQuota, "enclave-quota", namespace=project_name)
+    assert quota.spec.hard["requests.cpu"] == "1001m", "the API server rounded it"
+    again, recorder = await _run(kube, s3, minio, project_name, spec, first.status, VALID_UNTIL)
+    assert (again.writes, again.changed, recorder.events) == (0, False, []), recorder.events
+    await research_project.finalize(
+        name=project_name, raw_spec=spec, backends=research_project.Backends(kube, s3),
+        settings=parse({"s3": {"endpoint": minio["endpoint"]}}), recorder=ListRecorder(), today=VALID_UNTIL,
+    )  # fmt: skip

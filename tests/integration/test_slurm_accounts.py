@@ -50,7 +50,8 @@ def desired(
 ) -> DesiredSlurmAccount:  # fmt: skip
     spec = SlurmCompute.model_validate({"fairshare": 5, "limits": LIMITS, "qos": ["normal"], **slurm})
     owner = owner or ownership.Owner(name, f"uid-{name}")
-    return desired_account(name, f"Project {name}", spec, users, cordoned, owner=owner)
+    return desired_account(name, f"Project {name}", spec, users, cordoned, owner=owner,
+                           allowed_parents=["root", spec.parent])  # fmt: skip
 
 
 def adapter(env: SlurmEnv, want: DesiredSlurmAccount, **settings: Any) -> SlurmAccountAdapter:
@@ -211,6 +212,71 @@ async def test_finding_14_8_a_retained_account_is_adopted_only_when_asked(slurm:
     assert slurm.users(account) == {"alice", "bob"}
     assert (await adapter(slurm, desired(account, owner=again)).claim()).claim is ownership.Claim.OWNED
     await finalize_part(adapter(slurm, desired(account, owner=again)), "Delete", ListRecorder())
+
+
+def _default_account(slurm: SlurmEnv, user: str) -> str:
+    result = slurm.sacctmgr("-n", "-P", "show", "user", user, "format=DefaultAccount")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+async def test_finding_8_2_a_member_whose_default_is_the_project_keeps_a_default(slurm: SlurmEnv, account: str) -> None:
+    other = f"{account}o"
+    assert slurm.sacctmgr("-i", "add", "account", other, "cluster=enclave").returncode == 0
+    try:
+        _, a, _ = await converge(slurm, desired(account, users=["alice", "bob", "carol"]))
+        for user in ("bob", "carol"):
+            assert slurm.sacctmgr("-i", "add", "user", user, f"account={other}", "cluster=enclave").returncode == 0
+            assert slurm.sacctmgr("-i", "modify", "user", user, "set", f"defaultaccount={account}").returncode == 0
+            assert _default_account(slurm, user) == account
+        # carol leaves the project: her default moves before her association goes.
+        await converge(slurm, desired(account, users=["alice", "bob"]))
+        assert _default_account(slurm, "carol") == other
+        # The project is deleted: bob's default moves to one of his other accounts, and the deletion completes.
+        result = await finalize_part(adapter(slurm, desired(account, users=["alice", "bob"])), "Delete", ListRecorder())
+        assert result.done, result.message
+        remaining = {r["Account"] for r in slurm.sacctmgr_assoc_of("bob")}
+        assert other in remaining and account not in remaining
+        assert _default_account(slurm, "bob") in remaining, "never left without a default account"
+        assert slurm.assoc_rows(account) == []
+    finally:
+        slurm.sacctmgr("-i", "delete", "user", "where", "name=bob,carol", f"account={other}")
+        slurm.sacctmgr("-i", "delete", "account", other)
+
+
+async def test_finding_8_4_an_account_left_without_associations_is_removed_on_the_next_attempt(
+    slurm: SlurmEnv, account: str
+) -> None:
+    await converge(slurm, desired(account))
+    # As a deletion killed between its two deletes leaves it: the record, no association on the cluster.
+    assert (await finalize_part(adapter(slurm, desired(account)), "Retain", ListRecorder())).done  # users gone
+    assert slurm.sacctmgr("-i", "delete", "account", "where", f"name={account}", "cluster=enclave").returncode == 0
+    assert slurm.account_row(account) is None and slurm.description(account) is not None, "record only"
+    seen = await adapter(slurm, desired(account)).observe()
+    assert seen.exists and not seen.up_to_date, "a record without association still exists"
+    result = await finalize_part(adapter(slurm, desired(account)), "Delete", ListRecorder())
+    assert result.done and result.message == "deleted", result.message
+    assert slurm.description(account) is None, "no orphan account record"
+
+
+async def test_finding_8_4_a_record_without_association_is_completed_by_a_reconcile(
+    slurm: SlurmEnv, account: str
+) -> None:
+    await converge(slurm, desired(account))
+    assert (await finalize_part(adapter(slurm, desired(account)), "Retain", ListRecorder())).done  # users gone
+    assert slurm.sacctmgr("-i", "delete", "account", "where", f"name={account}", "cluster=enclave").returncode == 0
+    await converge(slurm, desired(account))
+    assert slurm.account_row(account) is not None and slurm.users(account) == {"alice", "bob"}
+    await finalize_part(adapter(slurm, desired(account)), "Delete", ListRecorder())
+
+
+async def test_finding_8_6_a_parent_that_does_not_exist_is_said_so(slurm: SlurmEnv, account: str) -> None:
+    outcome = await reconcile_part(adapter(slurm, desired(account, parent="nosuchparent")), ListRecorder())
+    cond = outcome.condition
+    assert (cond.status, cond.reason, outcome.retry) == ("False", reasons.REASON_BACKEND_ERROR, False), cond
+    assert cond.message.startswith("cannot create slurmaccount: spec.compute.slurm.parent: "), cond.message
+    assert "nosuchparent" in cond.message and "doesn't exist" in cond.message
+    assert slurm.account_row(account) is None and slurm.description(account) is None, "nothing half-created"
 
 
 # --- outages: keep these last, they stop and restart slurmdbd --------------------------------------

@@ -53,6 +53,13 @@ class SlurmEnv:
         assert len(rows) <= 1, rows
         return rows[0] if rows else None
 
+    def sacctmgr_assoc_of(self, user: str) -> list[dict[str, str]]:
+        """Every association of one user (any account)."""
+        result = self.sacctmgr("-n", "-P", "show", "assoc", "where", f"user={user}", f"format={ASSOC_FORMAT}")
+        assert result.returncode == 0, result.stderr
+        keys = ASSOC_FORMAT.split(",")
+        return [dict(zip(keys, line.split("|"), strict=True)) for line in result.stdout.splitlines() if line]
+
     def users(self, account: str) -> set[str]:
         return {r["User"] for r in self.assoc_rows(account) if r["User"]}
 

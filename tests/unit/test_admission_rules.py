@@ -22,7 +22,7 @@ ADMIN = admission.Requester("root-admin", ("system:masters",))
 
 
 def _obj(owner: str = "alice", annotations: dict | None = None, **spec: object) -> dict:
-    obj = ProjectBuilder("p1", owner=owner).member("bob", "maintainer").member("carol", "viewer").obj()
+    obj = ProjectBuilder("proj-1", owner=owner).member("bob", "maintainer").member("carol", "viewer").obj()
     obj["spec"].update(spec)
     if annotations:
         obj["metadata"]["annotations"] = annotations
@@ -134,3 +134,31 @@ def test_finding_8_1_reserved_names_follow_the_configuration(monkeypatch: pytest
         admission.review(operation="CREATE", requester=ADMIN, old=None, new=obj, settings=settings, today=TODAY)
     obj["metadata"]["name"] = "kube-x"  # replaced, not extended: the platform owns the list
     admission.review(operation="CREATE", requester=ADMIN, old=None, new=obj, settings=settings, today=TODAY)
+
+
+def _slurm(parent: str) -> dict:
+    obj = _obj()
+    obj["spec"]["compute"] = {"slurm": {"parent": parent, "limits": {"cpu": 4, "mem": "8Gi", "gpu": 0}}}
+    return obj
+
+
+def test_finding_8_6_only_parents_the_platform_allows_are_accepted() -> None:
+    settings = parse({"s3": {"endpoint": "127.0.0.1:9000"}, "slurm": {"allowedParents": ["root", "cardiology"]}})
+    for parent in ("other-project", "p1-sibling", "_x"):
+        for op, old in (("CREATE", None), ("UPDATE", _slurm("root"))):
+            with pytest.raises(admission.Denied) as denied:
+                admission.review(operation=op, requester=ADMIN, old=old, new=_slurm(parent),  # type: ignore[arg-type]
+                                 settings=settings, today=TODAY)  # fmt: skip
+            assert str(denied.value).startswith("spec.compute.slurm.parent: ") and "allowed: root, cardiology" in str(
+                denied.value
+            )
+    admission.review(operation="CREATE", requester=ADMIN, old=None, new=_slurm("cardiology"), settings=settings,
+                     today=TODAY)  # fmt: skip
+
+
+def test_updates_that_leave_the_spec_alone_are_not_planned() -> None:
+    """An object admitted before a rule existed (here: a reserved name) can still get its finalizer removed."""
+    old = _obj()
+    old["metadata"]["name"] = "kube-public"
+    new = {**old, "metadata": {**old["metadata"], "finalizers": []}}
+    _review("UPDATE", ADMIN, old, new)

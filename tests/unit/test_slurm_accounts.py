@@ -32,6 +32,7 @@ def test_desired_account_normalises_every_value() -> None:
         ["bob", "alice", "bob"],
         True,
         owner=OWNER,
+        allowed_parents=["root", "research"],
     )
     assert want == sa.DesiredSlurmAccount(
         name="proj-a",
@@ -60,6 +61,7 @@ def test_user_prefix_is_applied() -> None:
         ("p", {}, ["bad user"], "spec.members[].user", "a space splits the sacctmgr argument"),
         ("p", {}, ["a=b"], "spec.members[].user", "'=' is sacctmgr's option syntax"),
         ("p", {"parent": "p"}, [], "spec.compute.slurm.parent", "an account cannot be its own parent"),
+        ("p", {"parent": "other-project"}, [], "spec.compute.slurm.parent", "finding 8.6: not an allowed parent"),
         ("p", {"limits": {"mem": "lots"}}, [], "spec.compute.slurm.limits.mem", "not a quantity"),
         ("p", {"limits": {"mem": "-1Gi"}}, [], "spec.compute.slurm.limits.mem", "negative memory"),
         ("x" * 65, {}, [], "Slurm account name", "longer than 64 characters"),

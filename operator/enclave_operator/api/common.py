@@ -59,30 +59,52 @@ class CelRule:
         return out
 
 
-def _check_quantity(value: int | str) -> int | str:
-    quantity.parse(value)  # raises ValueError naming the value
-    return value
+def bounded_quantity(maximum: str, *, whole: bool = False) -> Any:
+    """A Kubernetes resource quantity (e.g. 64, "500m", "256Gi") between 0 and `maximum`; with `whole`, a
+    whole number (bytes).
 
+    Why bounds: the API server clamps what does not fit (above 2^63-1) and rounds finer than a
+    thousandth up, so an unbounded value would never read back as written; backends refuse absurd
+    sizes with errors users cannot act on. The same bounds are CEL rules in the CRD (refused at
+    admission, the limit in the message) and a validator here (for objects that got in another way).
+    """
+    limit = quantity.parse(maximum)
+    limit_int = int(limit)
 
-Quantity = Annotated[
-    int | str,
-    pydantic.Field(union_mode="left_to_right"),
-    pydantic.AfterValidator(_check_quantity),
-    pydantic.WithJsonSchema(
+    def check(value: int | str) -> int | str:
+        amount = quantity.parse(value)  # raises ValueError naming the value
+        if amount > limit:
+            raise ValueError(f"must be at most {maximum}")
+        if whole and amount != amount.to_integral_value():
+            raise ValueError("must be a whole number of bytes (e.g. 500Gi, 1500M)")
+        return value
+
+    rules: list[dict[str, str]] = [
         {
-            "x-kubernetes-int-or-string": True,
-            "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "x-kubernetes-validations": [
-                {
-                    "rule": "type(self) == int ? self >= 0 : "
-                    "(isQuantity(self) && !quantity(self).isLessThan(quantity('0')))",
-                    "message": "must be a non-negative quantity such as 500Gi, 64 or 250m",
-                }
-            ],
-        }
-    ),
-]
-"""A Kubernetes resource quantity (e.g. 64, "500m", "256Gi"); never negative."""
+            "rule": "type(self) == int ? self >= 0 : (isQuantity(self) && !quantity(self).isLessThan(quantity('0')))",
+            "message": "must be a non-negative quantity such as 500Gi, 64 or 250m",
+        },
+        {
+            "rule": f"type(self) == int ? self <= {limit_int} : "
+            f"(!isQuantity(self) || !quantity(self).isGreaterThan(quantity('{maximum}')))",
+            "message": f"must be at most {maximum}",
+        },
+    ]
+    if whole:
+        rules.append({
+            "rule": "type(self) == int || !isQuantity(self) || quantity(self).isInteger()",
+            "message": "must be a whole number of bytes (e.g. 500Gi, 1500M)",
+        })  # fmt: skip
+    return Annotated[
+        int | str,
+        pydantic.Field(union_mode="left_to_right"),
+        pydantic.AfterValidator(check),
+        pydantic.WithJsonSchema(
+            {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}],
+             "x-kubernetes-validations": rules}  # fmt: skip
+        ),
+    ]
+
 
 
 class Condition(ApiModel):
@@ -126,6 +148,15 @@ class PrinterColumn:
 
 
 @dataclasses.dataclass(frozen=True)
+class NameRule:
+    """Restrictions on metadata.name, placed where the API server reports them as `metadata.name`."""
+
+    max_length: int
+    pattern: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
 class KindInfo:
     """What the CRD generator needs beyond the schema: names, scope, columns."""
 
@@ -136,3 +167,4 @@ class KindInfo:
     scope: Literal["Cluster", "Namespaced"]
     printer_columns: tuple[PrinterColumn, ...]
     description: str
+    name_rule: NameRule | None = None

@@ -19,11 +19,18 @@ from enclave_operator.api.common import (
     CelRule,
     ConditionedStatus,
     KindInfo,
+    NameRule,
     PrinterColumn,
-    Quantity,
+    bounded_quantity,
 )
 
 MAX_NAME_LENGTH = 40
+CpuQuantity = bounded_quantity("100000")
+"""Cores (a quantity: 8, 1.5, 500m); at most 100000."""
+MemoryQuantity = bounded_quantity("1Pi", whole=True)
+"""Bytes of memory (64Gi, 1500M); at most 1Pi."""
+StorageQuantity = bounded_quantity("10Pi", whole=True)
+"""Bytes of storage (500Gi, 2Ti); at most 10Pi."""
 Role = Literal["owner", "maintainer", "member", "viewer"]
 ROLES: tuple[Role, ...] = ("owner", "maintainer", "member", "viewer")
 DeletionPolicy = Literal["Retain", "Delete"]
@@ -52,8 +59,8 @@ class Member(ApiModel):
 class StorageSpec(ApiModel):
     """StorageSpec: the project's S3 bucket."""
 
-    quota: Quantity = pydantic.Field(
-        "100Gi", description="quota: hard limit of the bucket's size, a quantity such as 500Gi or 2Ti."
+    quota: StorageQuantity = pydantic.Field(
+        "100Gi", description="quota: hard limit of the bucket's size, a quantity such as 500Gi or 2Ti (at most 10Pi)."
     )
     versioning: bool = pydantic.Field(True, description="versioning: keep every version of every object.")
 
@@ -61,21 +68,29 @@ class StorageSpec(ApiModel):
 class KubernetesCompute(ApiModel):
     """KubernetesCompute: the project namespace's ResourceQuota."""
 
-    cpu: Quantity = pydantic.Field("8", description="cpu: total CPU requests and limits in the namespace.")
-    memory: Quantity = pydantic.Field("32Gi", description="memory: total memory requests and limits.")
+    cpu: CpuQuantity = pydantic.Field(
+        "8", description="cpu: total CPU requests and limits in the namespace, in cores (at most 100000)."
+    )
+    memory: MemoryQuantity = pydantic.Field(
+        "32Gi", description="memory: total memory requests and limits, in bytes (at most 1Pi)."
+    )
     gpu: int = pydantic.Field(0, description="gpu: total requests.nvidia.com/gpu.", ge=0, le=1024)
     pods: int = pydantic.Field(100, description="pods: the most pods that may exist at once.", ge=0, le=10000)
     persistent_volume_claims: int = pydantic.Field(
         20, description="persistentVolumeClaims: the most PVCs in the namespace.", ge=0, le=1000
     )
-    storage: Quantity = pydantic.Field("1Ti", description="storage: total requested persistent volume storage.")
+    storage: StorageQuantity = pydantic.Field(
+        "1Ti", description="storage: total requested persistent volume storage, in bytes (at most 10Pi)."
+    )
 
 
 class SlurmLimits(ApiModel):
     """SlurmLimits: the Slurm account's group TRES limits (GrpTRES); absent means unlimited."""
 
     cpu: int | None = pydantic.Field(None, description="cpu: GrpTRES cpu, in cores.", ge=0, le=10_000_000)
-    mem: Quantity | None = pydantic.Field(None, description="mem: GrpTRES mem, a quantity such as 2Ti.")
+    mem: MemoryQuantity | None = pydantic.Field(
+        None, description="mem: GrpTRES mem, a quantity such as 2Ti (at most 1Pi)."
+    )
     gpu: int | None = pydantic.Field(None, description="gpu: GrpTRES gres/gpu.", ge=0, le=100_000)
 
 
@@ -231,14 +246,6 @@ class ResearchProjectStatus(ConditionedStatus):
 class ResearchProject(ApiModel):
     """ResearchProject provisions a research project everywhere: namespace, storage, identity, scheduler."""
 
-    cel_rules = (
-        CelRule(
-            f"size(self.metadata.name) <= {MAX_NAME_LENGTH} && self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
-            f"metadata.name must be a DNS label (lowercase letters, digits, '-', starting with a letter) "
-            f"of at most {MAX_NAME_LENGTH} characters",
-        ),
-    )
-
     spec: ResearchProjectSpec = pydantic.Field(description="spec: the desired state of the project.")
     status: ResearchProjectStatus | None = pydantic.Field(None, description="status: the observed state.")
 
@@ -250,6 +257,12 @@ KIND = KindInfo(
     short_names=("rp", "rproj"),
     scope="Cluster",
     description=ResearchProject.__doc__ or "",
+    name_rule=NameRule(
+        MAX_NAME_LENGTH,
+        DNS_LABEL_PATTERN,
+        f"must be a DNS label (lowercase letters, digits, '-', starting with a letter) of at most {MAX_NAME_LENGTH} "
+        "characters: it names the namespace, bucket, group and Slurm account",
+    ),
     printer_columns=(
         PrinterColumn("Owner", ".spec.owner"),
         PrinterColumn("Members", ".status.memberCount", "integer"),

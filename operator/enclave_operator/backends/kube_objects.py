@@ -2,7 +2,8 @@
 network policies, role bindings).
 
 Desired objects are full manifests. `observe` lists what the project owns of each kind (by label)
-and compares only the fields we set — quantities by value, so "1.5" and "1500m" agree — so a
+and compares only the fields we set — quantities by their canonical value as the API server stores it
+(`quantity.canonical`), so "1.5" and "1500m" agree and "0.0015" matches the "2m" it reads back as — so a
 resync where nothing changed makes no write. `update` server-side applies what differs and deletes
 what we own but no longer want (e.g. the binding of a role nobody holds any more).
 """
@@ -46,7 +47,7 @@ def _as_number(value: object) -> decimal.Decimal | None:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         return None
     try:
-        return quantity.parse(value)
+        return quantity.canonical(value)
     except (ValueError, decimal.InvalidOperation):
         return None
 

@@ -109,12 +109,25 @@ class SlurmSettings(pydantic.BaseModel):
     user_prefix: str = pydantic.Field(
         "", max_length=32, description="Prefix of Slurm user names before the member's username (usually empty)."
     )
+    allowed_parents: list[str] = pydantic.Field(
+        default_factory=lambda: ["root"],
+        min_length=1,
+        description="Accounts projects may be placed under (spec.compute.slurm.parent). Anything else is refused at "
+        "admission: a project must not nest itself under another project's account and share its limits.",
+    )
 
     @pydantic.field_validator("cluster")
     @classmethod
     def _cluster_name(cls, value: str | None) -> str | None:
         if value is not None and not NAME_PATTERN.match(value):
             raise ValueError("must be a lowercase Slurm cluster name")
+        return value
+
+    @pydantic.field_validator("allowed_parents")
+    @classmethod
+    def _parents(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _check_name(name, "allowedParents")
         return value
 
     @pydantic.field_validator("user_prefix")
@@ -217,10 +230,14 @@ def desired_account(
     *,
     owner: ownership.Owner,
     user_prefix: str = "",
+    allowed_parents: Sequence[str] = ("root",),
 ) -> DesiredSlurmAccount:
     """Build and validate the desired account; ValueError names the spec field that is wrong."""
     _check_name(name, "Slurm account name")
     _check_name(slurm.parent, "spec.compute.slurm.parent")
+    if slurm.parent not in allowed_parents:
+        raise ValueError(f"spec.compute.slurm.parent: {slurm.parent} is not an account projects may be placed under "
+                         f"(allowed: {', '.join(allowed_parents)})")  # fmt: skip
     if slurm.parent == name:
         raise ValueError("spec.compute.slurm.parent: an account cannot be its own parent")
     if isinstance(slurm.fairshare, bool) or not isinstance(slurm.fairshare, int) or slurm.fairshare < 1:
@@ -409,7 +426,11 @@ def classify_failure(what: str, returncode: int, text: str) -> BackendError:
         return BackendUnavailable(f"slurmdbd unreachable ({what}): {short}")
     if "job(s) active" in lowered or "job(s) running" in lowered:
         return BackendError(f"{what}: Slurm refuses while the account has running or pending jobs")
-    if "bad qos" in lowered or "doesn't exist" in lowered or "unknown option" in lowered:
+    if "parent account" in lowered and "doesn't exist" in lowered:
+        return BackendRejected(f"spec.compute.slurm.parent: {short}; ask the platform team which parents exist")
+    if "bad qos" in lowered:
+        return BackendRejected(f"spec.compute.slurm.qos: {short}")
+    if "doesn't exist" in lowered or "unknown option" in lowered:
         return BackendRejected(f"{what}: {short}")
     return BackendError(f"{what} failed (exit {returncode}): {short}")
 
@@ -434,9 +455,13 @@ class SacctmgrResult:
 
     @property
     def nothing_done(self) -> bool:
-        """sacctmgr's rc 1 for a duplicate add / missing modify / missing delete."""
+        """sacctmgr's rc 1 for a duplicate add / missing modify / missing delete.
+
+        Not when something it needs does not exist: `add account x parent=missing` also ends with "No
+        associations created", and that is a refusal to report (issue 8.6), not an add that was not needed.
+        """
         text = (self.stdout + self.stderr).lower()
-        return self.returncode == 1 and any(marker in text for marker in _NOTHING)
+        return self.returncode == 1 and any(marker in text for marker in _NOTHING) and "doesn't exist" not in text
 
 
 class Sacctmgr:
@@ -569,8 +594,13 @@ class SlurmAccountAdapter:
     async def observe(self) -> Observation:
         state = await self.read()
         adopting = ownership.raise_unless_usable(self._claim(state), self._d.owner, self.noun)
-        if not state.exists:
+        if not state.record:
             return Observation(False, False, "account missing", self._d.name)
+        if not state.exists:
+            # The record without an association on the cluster (a deletion or creation cut short): it still
+            # exists, so a deletion removes it and a reconcile adds the association (issue 8.4).
+            return Observation(True, False, "account has no association on the cluster", self._d.name,
+                               adopting=adopting)  # fmt: skip
         diff: list[str] = []
         for row in state.account_rows:
             diff += account_changes(self._d, row)[1]
@@ -610,7 +640,11 @@ class SlurmAccountAdapter:
         await self._converge(await self.read())
 
     async def update(self, observation: Observation) -> None:
-        await self._converge(self._state or await self.read())
+        state = self._state or await self.read()
+        if not state.exists:
+            await self.create()  # a record without its association: add it with every setting
+            return
+        await self._converge(state)
 
     async def _converge(self, state: AccountState) -> None:
         ownership.raise_unless_usable(self._claim(state), self._d.owner, self.noun)  # e.g. `add` met an existing one
@@ -642,8 +676,35 @@ class SlurmAccountAdapter:
         await self._remove_users(sorted(state.users - set(self._d.users)))
         self._state = None
 
+    async def _move_default_accounts(self, users: Sequence[str]) -> None:
+        """Users whose default account is this one and who have other associations get another default first.
+
+        Slurm 22.05 otherwise leaves them with an empty DefaultAccount (they must pass -A to submit anything),
+        and later versions refuse the removal outright ("You can not remove the default account of a user",
+        issue 8.2). The other account chosen is the first by name, so every attempt chooses the same one.
+        """
+        shown = await self.sacctmgr.run(
+            "show", "user", "where", f"name={','.join(users)}", "format=User,DefaultAccount", write=False
+        )
+        defaulted = sorted({u for u, _, acct in (ln.partition("|") for ln in shown.stdout.splitlines())
+                            if u and acct.strip() == self._d.name})  # fmt: skip
+        if not defaulted:
+            return
+        assoc = await self.sacctmgr.run(
+            "show", "assoc", *self._where(f"user={','.join(defaulted)}"), "format=User,Account", write=False
+        )
+        pairs = [line.split("|", 1) for line in assoc.stdout.splitlines() if line.count("|") == 1]
+        for user in defaulted:
+            others = sorted({acct for u, acct in pairs if u == user and acct and acct != self._d.name})
+            if others:
+                await self.sacctmgr.run(
+                    "modify", "user", *self._where(f"name={user}"), "set", f"defaultaccount={others[0]}",
+                    write=True, tolerate_nothing=True,
+                )  # fmt: skip
+
     async def _remove_users(self, users: Sequence[str]) -> None:
         if users:
+            await self._move_default_accounts(users)
             await self.sacctmgr.run(
                 "delete",
                 "user",

@@ -119,6 +119,8 @@ async def reconcile_part(adapter: Adapter, recorder: Recorder) -> PartOutcome:
 class FinalizeOutcome:
     done: bool
     message: str
+    condition: conditions.Cond | None = None
+    """When a part could not be deleted: its condition (False, with the reason), for status during deletion."""
 
 
 async def finalize_part(adapter: Adapter, policy: DeletionPolicy, recorder: Recorder) -> FinalizeOutcome:
@@ -133,7 +135,7 @@ async def finalize_part(adapter: Adapter, policy: DeletionPolicy, recorder: Reco
         return FinalizeOutcome(True, f"never ours, left alone ({error})")
     except BackendError as error:
         failed = _failed(adapter, "Delete", error, recorder)
-        return FinalizeOutcome(False, failed.condition.message)
+        return FinalizeOutcome(False, failed.condition.message, failed.condition)
     metrics.BACKEND_WRITES.labels(part=adapter.part, action="delete").inc()
     if outcome is DeleteOutcome.RETAINED:
         recorder.event(
@@ -145,7 +147,8 @@ async def finalize_part(adapter: Adapter, policy: DeletionPolicy, recorder: Reco
     try:
         after = await _timed(adapter, "observe", adapter.observe())
     except BackendError as error:
-        return FinalizeOutcome(False, str(error))
+        failed = _failed(adapter, "Observe", error, recorder)
+        return FinalizeOutcome(False, failed.condition.message, failed.condition)
     if after.exists and not after.terminating:
         return FinalizeOutcome(False, f"waiting for {adapter.noun.lower()} {observation.resource} to go")
     recorder.event("Normal", f"Deleted{adapter.noun}", f"deleted {adapter.noun.lower()} {observation.resource}")

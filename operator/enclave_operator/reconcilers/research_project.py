@@ -100,13 +100,13 @@ def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings, today
     group = settings.naming.group.format(project=name)
     owner = ownership.Owner(name, uid, adopt=frozenset(spec.adopt))
     if not _DNS_LABEL.match(namespace):
-        raise InvalidPlan(f"namespace name {namespace!r} (from naming.namespace) is not a DNS label")
+        raise InvalidPlan(f"metadata.name: namespace name {namespace!r} (from naming.namespace) is not a DNS label")
     if pattern := reserved_by(namespace, settings):
         raise InvalidPlan(f"metadata.name: namespace {namespace} is reserved ({pattern}); no project may use it")
     if not _BUCKET_NAME.match(bucket) or ".." in bucket:
-        raise InvalidPlan(f"bucket name {bucket!r} (from naming.bucket) is not a valid S3 bucket name")
+        raise InvalidPlan(f"metadata.name: bucket name {bucket!r} (from naming.bucket) is not a valid S3 bucket name")
     if not _GROUP_NAME.match(group):
-        raise InvalidPlan(f"group name {group!r} (from naming.group) is not a valid group name")
+        raise InvalidPlan(f"metadata.name: group name {group!r} (from naming.group) is not a valid group name")
     try:
         quota = to_bytes(spec.storage.quota)
     except ValueError as error:
@@ -121,6 +121,7 @@ def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings, today
             slurm = slurm_accounts.desired_account(
                 account, spec.display_name, spec.compute.slurm, users, cordoned, owner=owner,
                 user_prefix=settings.slurm.user_prefix if settings.slurm else "",
+                allowed_parents=settings.slurm.allowed_parents if settings.slurm else (spec.compute.slurm.parent,),
             )  # fmt: skip
         except ValueError as error:
             raise InvalidPlan(str(error)) from None
@@ -407,6 +408,22 @@ async def reconcile(
     not_ready = [c for c in parts if c.status != "True"]
     message = "; ".join(f"{c.type}: {c.message}" for c in not_ready)
     return ReconcileResult(status, status != current, retry, message, sum(o.wrote for _, o in pairs))
+
+
+def deleting_status(current_status: Mapping[str, Any] | None, generation: int,
+                    outcome: managed.FinalizeOutcome) -> tuple[dict[str, Any], bool]:  # fmt: skip
+    """Status while a deletion waits: why, in conditions (not only in events), and whether it changed."""
+    current = dict(current_status or {})
+    message = f"deletion waits: {outcome.message}"
+    computed = [
+        conditions.false(reasons.READY, reasons.REASON_DELETING, message),
+        conditions.true(reasons.RECONCILING, reasons.REASON_DELETING, message),
+        conditions.false(reasons.STALLED, reasons.REASON_DELETING, ""),
+    ]
+    if outcome.condition is not None:
+        computed.insert(0, outcome.condition)
+    merged, changed = conditions.merge(current.get("conditions", []), computed, generation)
+    return {**current, "conditions": merged}, changed
 
 
 async def finalize(

@@ -13,7 +13,7 @@ from enclave_operator.backends import s3_minio
 from support import timeouts
 from support.builders import ProjectBuilder
 from support.cluster import Cluster
-from support.operator import OperatorProcess, write_config
+from support.operator import OperatorProcess, webhook_down, write_config
 from support.projects import condition, events_for, wait_gone, wait_ready
 from support.wait import wait_for
 
@@ -131,8 +131,13 @@ def test_server_side_reapply_changes_nothing(crds: Cluster, operator: OperatorPr
 
 
 def test_invalid_spec_reaching_the_operator_is_stalled_not_crashed(crds: Cluster, operator: OperatorProcess) -> None:
-    """A name the naming template turns into an invalid bucket (3+ chars needed) stalls with a reason."""
-    crds.apply(yaml.safe_dump(ProjectBuilder("ab").deletion("Delete").obj()))
+    """A name the naming template turns into an invalid bucket (3+ chars needed): refused at admission, and
+    stalled with a reason when it got in without the webhook."""
+    manifest = yaml.safe_dump(ProjectBuilder("ab").deletion("Delete").obj())
+    refused = crds.run("apply", "-f", "-", input=manifest, check=False)
+    assert refused.returncode != 0 and "metadata.name: bucket name 'ab'" in refused.stderr, refused.stderr
+    with webhook_down(operator):
+        crds.apply(manifest)
     obj = wait_for(
         lambda: (o := crds.get_json("researchproject", "ab")) and condition(o, "Stalled") and o,
         timeout=timeouts.READY,

@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= $(CURDIR)/.run
 export ENCLAVE_RUN_DIR := $(RUN_DIR)
 
-.PHONY: help venv tools crds lint test test-unit test-integration test-e2e demo up down status bench clean
+.PHONY: help venv tools crds lint test test-unit test-integration test-e2e demo up down status add-user bench clean
 
 help:
 	@echo "make demo   - build and start the local plane + MinIO, install CRDs, run the operator, apply the example"
-	@echo "make down   - stop every process the demo started"
+	@echo "make down   - stop every process the demo started (the next make demo resumes; make clean starts over)"
+	@echo "make add-user USERS=\"erin frank\" - add people to the demo's identity backends and MinIO"
 	@echo "make test   - install everything and run unit, integration and e2e tests"
 	@echo "make test-unit - the fast inner loop (no servers)"
 	@echo "make crds   - regenerate crds/ from the typed API"
@@ -57,6 +58,9 @@ down:
 
 status:
 	@$(PYTHON) hack/localenv status
+
+add-user: venv  ## make add-user USERS="erin frank": people for one's own manifests (FreeIPA, LDAP, MinIO)
+	$(PY) hack/localenv add-user $(USERS)
 
 bench: venv tools
 	$(PY) bench/projects_bench.py

@@ -5,8 +5,6 @@ Orthanc), the CRDs, the operator as a managed process, and the example project, 
 
 from __future__ import annotations
 
-import json
-import secrets
 import subprocess
 import sys
 import textwrap
@@ -20,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from localenv import environment  # noqa: E402
 from localenv.certs import loopback_server_cert  # noqa: E402
+from localenv.people import PEOPLE_FILE, add_people  # noqa: E402
 from localenv.podrunner import podrunner_service  # noqa: E402
 from localenv.runtime import REPO_ROOT, RunDir, Service, ServiceError, free_port, http_ok  # noqa: E402
 
@@ -37,33 +36,6 @@ def kubectl(run: RunDir, *args: str) -> str:
     if result.returncode != 0:
         raise ServiceError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
     return result.stdout
-
-
-def seed_people(run: RunDir, facts: dict[str, Any]) -> dict[str, str]:
-    """Researchers as the identity provider and its S3 sync would know them (passwords kept in .run/)."""
-    from minio.credentials import StaticProvider
-    from minio.minioadmin import MinioAdmin
-    from python_freeipa import ClientMeta
-
-    ipa = facts["freeipa"]
-    admin = ClientMeta(host=ipa["host"], verify_ssl=ipa["ca_cert"], dns_discovery=False)
-    admin.login(ipa["admin_user"], ipa["password"])
-    minio = facts["minio"]
-    s3 = MinioAdmin(endpoint=minio["endpoint"], credentials=StaticProvider(minio["access_key"], minio["secret_key"]),
-                    secure=False)  # fmt: skip
-    people_file = run.path / "demo-people.json"
-    people = json.loads(people_file.read_text()) if people_file.exists() else {}
-    for name in PEOPLE:
-        people.setdefault(name, secrets.token_urlsafe(18))
-        try:
-            admin.user_add(name, o_givenname=name.capitalize(), o_sn="Researcher", o_cn=f"{name.capitalize()} R")
-        except Exception as error:  # noqa: BLE001 - already there on a second `make demo`
-            if "already exists" not in str(error):
-                raise
-        s3.user_add(name, people[name])
-    people_file.write_text(json.dumps(people, indent=2))
-    people_file.chmod(0o600)
-    return people
 
 
 def prepare_ingest(run: RunDir, facts: dict[str, Any]) -> None:
@@ -86,6 +58,29 @@ def prepare_ingest(run: RunDir, facts: dict[str, Any]) -> None:
     subprocess.run([*k, "create", "clusterrolebinding", "data-stewards", "--clusterrole=enclave-data-steward",
                     "--group=enclave:data-stewards"], capture_output=True)  # fmt: skip
     run.start(podrunner_service(run, run.path / "kubeconfig", INGEST_NAMESPACE))
+
+
+def ingest_phase(run: RunDir) -> str:
+    return kubectl(run, "get", "dataingest/ct-cohort-1", "-n", "onco-flow", "-o", "jsonpath={.status.phase}").strip()
+
+
+def ingest_example(run: RunDir, timeout: float = 300.0) -> None:
+    """Approve the example DataIngest as a data steward and wait until it succeeds. Resumes: on a second
+    `make demo` (same run directory) it may already be approved, running or done."""
+    deadline = time.monotonic() + timeout
+    approved = False
+    while (phase := ingest_phase(run)) != "Succeeded":
+        if phase == "Failed":
+            raise ServiceError("the example DataIngest failed: kubectl describe dataingest -n onco-flow ct-cohort-1")
+        if phase == "AwaitingApproval" and not approved:
+            kubectl(run, "annotate", "dataingest/ct-cohort-1", "-n", "onco-flow", "enclave.io/approved-by=steve",
+                    "--as=steve", "--as-group=enclave:data-stewards", "--overwrite")  # fmt: skip
+            approved = True
+        if time.monotonic() > deadline:
+            raise ServiceError(f"the example DataIngest is still {phase or 'without a phase'} after {timeout:.0f}s")
+        time.sleep(1)
+    if not approved:
+        print("demo: the example DataIngest had already succeeded in this run directory (resumed)")
 
 
 def operator_service(run: RunDir, facts: dict[str, Any]) -> Service:
@@ -146,7 +141,7 @@ def up() -> int:
     start = time.monotonic()
     environment.build(environment.COMPONENTS)
     facts = environment.up(run, controllers=True)
-    seed_people(run, facts)
+    add_people(run, PEOPLE)
     kubectl(run, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
     kubectl(run, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "manifests" / "rbac"))
     kubectl(run, "wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
@@ -157,17 +152,13 @@ def up() -> int:
     kubectl(run, "wait", "--for=condition=Ready", "--timeout=180s", "researchproject/onco-flow")
     print(kubectl(run, "get", "researchprojects", "-o", "wide"))
     kubectl(run, "apply", "-f", str(INGEST_EXAMPLE))
-    kubectl(run, "wait", "--for=jsonpath={.status.phase}=AwaitingApproval", "--timeout=60s",
-            "dataingest/ct-cohort-1", "-n", "onco-flow")  # fmt: skip
-    kubectl(run, "annotate", "dataingest/ct-cohort-1", "-n", "onco-flow", "enclave.io/approved-by=steve",
-            "--as=steve", "--as-group=enclave:data-stewards", "--overwrite")  # fmt: skip
-    kubectl(run, "wait", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=300s", "dataingest/ct-cohort-1",
-            "-n", "onco-flow")  # fmt: skip
+    ingest_example(run)
     print(kubectl(run, "get", "dataingests", "-A", "-o", "wide"))
     minio, ipa, slurm = facts["minio"], facts["freeipa"], facts["slurm"]
     print(
         textwrap.dedent(f"""\
-        Ready in {time.monotonic() - start:.0f}s. Everything keeps running; `make down` stops it.
+        Ready in {time.monotonic() - start:.0f}s. Everything keeps running; `make down` stops it, and the
+        next `make demo` resumes from {run.path}. To start from scratch instead: `make clean && make demo`.
 
           {environment.exports(run).replace(chr(10), chr(10) + "          ")}
           kubectl get enclave                       # every enclave object
@@ -178,7 +169,8 @@ def up() -> int:
 
           MinIO (S3):      http://{minio["endpoint"]}  (root credentials in {run.state_file})
           FreeIPA (test):  {ipa["url"]}  (CA {ipa["ca_cert"]})
-          researchers:     alice, bob, carol, dave (MinIO passwords in {run.path / "demo-people.json"})
+          researchers:     alice, bob, carol, dave (MinIO passwords in {run.path / PEOPLE_FILE})
+                           more: python3 hack/localenv add-user NAME…   (FreeIPA, LDAP and MinIO)
           operator log:    {run.logs / "enclave-operator.log"}
           operator health: {operator["liveness"]}
           metrics:         {operator["metrics"]}

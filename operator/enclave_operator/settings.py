@@ -18,6 +18,7 @@ from enclave_operator.backends.identity_freeipa import FreeIpaSettings
 from enclave_operator.backends.identity_ldap import LdapSettings
 from enclave_operator.backends.slurm_accounts import SlurmSettings
 from enclave_operator.configerror import ConfigError
+from enclave_operator.deid.config import TrustedSopClass
 
 CONFIG_ENV = "ENCLAVE_CONFIG"
 """Environment variable naming the configuration file when --config is not given."""
@@ -156,6 +157,13 @@ class IngestSourceSettings(_Settings):
     )
     pre_approved: bool = pydantic.Field(
         False, description="Ingests from this source need no data steward's approval (e.g. already anonymous)."
+    )
+    trusted_sop_classes: list[TrustedSopClass] = pydantic.Field(
+        default_factory=list,
+        max_length=32,
+        description="SOP classes this source delivers without burned-in text (e.g. derived maps from a validated "
+        "pipeline): an explicit, audited opt-out from the secondary-capture quarantine, each with configuredBy "
+        "and reason, recorded in every ingest's manifest. Empty (default): every secondary capture is quarantined.",
     )
 
     @pydantic.model_validator(mode="after")

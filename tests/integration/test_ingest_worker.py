@@ -398,3 +398,24 @@ def test_s3_fhir_ndjson_source_two_shards(env: Env) -> None:
     text = json.dumps(outputs) + json.dumps(merged) + "".join(r.stderr for r in results)
     assert not [v for v in S.FHIR_IDENTIFYING if v in text], "identifying FHIR value in output, manifest or log"
     assert "export/" not in json.dumps(merged)
+
+
+def test_trusted_secondary_capture_class_is_ingested_and_recorded(env: Env) -> None:
+    """A source declared to deliver clean secondary captures (operator configuration, issue 13): the SC
+    instance from Orthanc is de-identified, verified and written; the manifest names who trusted the class
+    and why; the MR (quarantined for its ImageType, a class nobody trusted) stays quarantined."""
+    prefix = "raw/derived-maps/"
+    trust = {"sopClassUid": "1.2.840.10008.5.1.4.1.1.7", "configuredBy": "pat (platform team)",
+             "reason": "derived maps from the validated pipeline"}  # fmt: skip
+    spec = env.spec(prefix=prefix, shards=1)
+    spec["deidentification"]["pixels"] = {"trustedSopClasses": [trust]}
+    (result,) = S.run_workers([S.worker_env(spec, 0, S.scoped_user(env.minio, BUCKET, prefix), env.source_auth)])
+    assert result.returncode == 0, result.stderr
+    manifest = S.get_json(env.root, BUCKET, layout.shard_manifest_key(prefix, 0))
+    assert manifest["counts"]["done"] == 6 and manifest["counts"]["quarantined"] == 1
+    assert manifest["engine"]["options"]["trustedSopClasses"] == [trust]
+    admitted = [o for o in manifest["outputs"] if o.get("trustedSopClass")]
+    assert [o["trustedSopClass"] for o in admitted] == [trust["sopClassUid"]]
+    written = _read(S.get_bytes(env.root, BUCKET, admitted[0]["path"]))
+    assert written.SOPClassUID == trust["sopClassUid"] and written.PatientIdentityRemoved == "YES"
+    assert manifest["quarantined"] == [{"reason": "burned-in annotation risk: ImageType contains SECONDARY"}]

@@ -85,6 +85,11 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
             env(mutate("deidentification.options", ["retainLongitudinalFullDates", "retainLongitudinalModifiedDates"])),
             "mutually exclusive",
         ),
+        (env(mutate("deidentification.pixels", {"riskyModalities": []})), "pixels may only hold trustedSopClasses"),
+        (
+            env(mutate("deidentification.pixels", {"trustedSopClasses": [{"sopClassUid": "1.2", "reason": "x"}]})),
+            "trustedSopClasses.0.configuredBy",
+        ),
         (env(mutate("destination.bucket", ...)), "destination.bucket is required"),
         (env(mutate("destination.prefix", "")), "destination.prefix must be a non-empty string"),
         (env(mutate("destination.prefix", "a/../b")), "destination.prefix must not contain '..'"),
@@ -116,3 +121,26 @@ def test_s3_source_and_endpoint_scheme_is_stripped() -> None:
                       "prefix": "export", "format": "dicom"}  # fmt: skip
     s = specmod.load(env(spec))
     assert s.source.endpoint == "127.0.0.1:9000" and s.source.prefix == "export/"  # type: ignore[union-attr]
+
+
+def test_source_trust_reaches_the_worker() -> None:
+    """A source's trustedSopClasses (platform configuration) travel in INGEST_SPEC to the engine's config."""
+    from enclave_operator.api.data_ingest import DataIngestSpec
+    from enclave_operator.ingest import job
+    from enclave_operator.settings import IngestSourceSettings
+
+    trust = {"sopClassUid": "1.2.840.10008.5.1.4.1.1.7", "configuredBy": "pat", "reason": "derived maps"}
+    source = IngestSourceSettings.model_validate(
+        {"name": "maps", "kind": "dicomweb", "url": "http://127.0.0.1:8042/dicom-web", "trustedSopClasses": [trust]}
+    )
+    spec = DataIngestSpec.model_validate(
+        {"project": "onco", "source": {"name": "maps", "dicomweb": {}}, "destination": {"prefix": "raw/maps/"}}
+    )
+    worker = job.worker_spec(ref="onco/maps-1", spec=spec, source=source, bucket="onco", s3_endpoint="127.0.0.1:9000",
+                             s3_secure=False)  # fmt: skip
+    loaded = specmod.load(env(worker, JOB_COMPLETION_INDEX="0"))
+    assert [t.model_dump() for t in loaded.config.dicom.pixels.trustedSopClasses] == [trust]
+    plain = IngestSourceSettings.model_validate({"name": "pacs", "kind": "dicomweb", "url": "http://x/dicom-web"})
+    worker = job.worker_spec(ref="onco/x", spec=spec, source=plain, bucket="onco", s3_endpoint="h:9000",
+                             s3_secure=False)  # fmt: skip
+    assert "pixels" not in worker["deidentification"]

@@ -104,6 +104,20 @@ class DeviceMatch(_Strict):
     model: str | None = None
 
 
+class TrustedSopClass(_Strict):
+    """An explicit, audited opt-out from burned-in-text quarantine for one SOP class.
+
+    Why: secondary captures are quarantined by default because screens and scanned documents carry
+    burned-in text. Some sources produce SC instances known to be clean (e.g. derived maps from a
+    validated pipeline); a site may declare that, per SOP class, under a name and a reason that the
+    run manifest records next to every instance admitted this way.
+    """
+
+    sopClassUid: str = Field(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64, description="the SOP Class UID trusted")
+    configuredBy: str = Field(min_length=1, max_length=256, description="who declared it (recorded in manifests)")
+    reason: str = Field(min_length=1, max_length=1024, description="why this class carries no burned-in text")
+
+
 class PixelConfig(_Strict):
     """Burned-in annotation risk detection (see pixels.py)."""
 
@@ -114,6 +128,19 @@ class PixelConfig(_Strict):
     )
     riskyDevices: list[DeviceMatch] = Field(default_factory=list)
     regionRules: list[RegionRule] = Field(default_factory=list)
+    trustedSopClasses: list[TrustedSopClass] = Field(
+        default_factory=list,
+        description="SOP classes whose instances are admitted despite the SOP-class and ImageType signals "
+        "(BurnedInAnnotation YES, risky modalities and devices still quarantine)",
+    )
+
+    @field_validator("trustedSopClasses")
+    @classmethod
+    def _unique_trusted(cls, value: list[TrustedSopClass]) -> list[TrustedSopClass]:
+        uids = [t.sopClassUid for t in value]
+        if len(set(uids)) != len(uids):
+            raise ValueError("each sopClassUid may be trusted once")
+        return value
 
 
 class DicomConfig(_Strict):

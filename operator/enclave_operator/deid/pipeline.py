@@ -51,6 +51,7 @@ class ItemResult:
     leaks: list[dict[str, str]] = field(default_factory=list)
     pixel_cleaned: bool = False
     shifted_dates: int = 0
+    trusted_sop_class: str | None = None  # admitted under the site's trustedSopClasses opt-out
 
 
 def silence_pydicom() -> None:
@@ -136,6 +137,7 @@ class DicomWorker:
         if not sop_class or "SOPInstanceUID" not in ds:
             return ItemResult(rel, "skipped", ["not a composite instance (no SOP Class/Instance UID)"]), None
         pixel_cleaned = False
+        trust = self.pixels.trusted_class(ds)
         reasons = self.pixels.risk_reasons(ds)
         rule = self.pixels.rule_for(ds) if "PixelData" in ds else None
         if rule is not None:
@@ -171,6 +173,7 @@ class DicomWorker:
             sha256=hashlib.sha256(data).hexdigest(),
             pixel_cleaned=pixel_cleaned,
             shifted_dates=st.shifted_dates,
+            trusted_sop_class=trust.sopClassUid if trust is not None else None,
         ), data
 
 
@@ -196,6 +199,7 @@ def dicom_options(config: DeidConfig) -> dict[str, Any]:
     opts["pseudonymize"] = config.dicom.pseudonymize
     opts["safePrivateBlocks"] = len(config.dicom.safePrivateTags)
     opts["regionRules"] = len(config.dicom.pixels.regionRules)
+    opts["trustedSopClasses"] = [t.model_dump() for t in config.dicom.pixels.trustedSopClasses]
     return opts
 
 
@@ -224,7 +228,7 @@ def run_dicom(
     if progress is not None:
         results = progress(results, len(files))
     used: set[str] = set()
-    pixel_cleaned = 0
+    pixel_cleaned = trusted = 0
     try:
         for res in results:
             if res.status == "written":
@@ -236,7 +240,11 @@ def run_dicom(
                 used.add(name)
                 os.replace(res.tmp, out_dir / name)
                 pixel_cleaned += res.pixel_cleaned
-                manifest.outputs.append({"path": name, "sha256": res.sha256, "source": res.source})
+                entry_out: dict[str, Any] = {"path": name, "sha256": res.sha256, "source": res.source}
+                if res.trusted_sop_class:
+                    entry_out["trustedSopClass"] = res.trusted_sop_class
+                    trusted += 1
+                manifest.outputs.append(entry_out)
             elif res.status == "quarantined":
                 manifest.quarantined.append({"source": res.source, "reasons": res.reasons})
             elif res.status == "skipped":
@@ -250,6 +258,7 @@ def run_dicom(
         if pool is not None:
             pool.shutdown()
     manifest.extra_counts["pixelCleaned"] = pixel_cleaned
+    manifest.extra_counts["trustedSopClass"] = trusted
     try:
         (out_dir / TMP_DIR).rmdir()
     except OSError:

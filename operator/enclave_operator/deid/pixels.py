@@ -5,6 +5,11 @@ screens, secondary captures, screenshots). Instances at risk are quarantined
 unless the config declares, for their exact Manufacturer + ManufacturerModelName,
 the rectangles where that device burns text; those are zeroed first.
 
+A site may also trust a SOP class explicitly (``trustedSopClasses``, with who
+configured it and why): its instances are no longer quarantined for what SOP class
+and ImageType say about them, but BurnedInAnnotation=YES, a risky modality or a
+risky device still quarantine. The trust applied is recorded per instance.
+
 Blanking works on uncompressed (native) pixel data only, byte-wise, so no
 numpy or codec is needed. Compressed or unusual layouts are reported as a
 quarantine reason instead. Reasons never contain patient data: they only name
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from .config import PixelConfig, Region, RegionRule
+from .config import PixelConfig, Region, RegionRule, TrustedSopClass
 
 PIXEL_DATA = 0x7FE00010
 
@@ -62,6 +67,7 @@ class PixelPolicy:
     image_types: frozenset[str]
     devices: tuple[tuple[str, str | None], ...]
     rules: dict[tuple[str, str], RegionRule]
+    trusted: dict[str, TrustedSopClass]
 
     @classmethod
     def from_config(cls, cfg: PixelConfig) -> PixelPolicy:
@@ -73,7 +79,12 @@ class PixelPolicy:
                 (d.manufacturer.strip().upper(), d.model.strip().upper() if d.model else None) for d in cfg.riskyDevices
             ),
             rules={(r.manufacturer.strip().upper(), r.model.strip().upper()): r for r in cfg.regionRules},
+            trusted={t.sopClassUid: t for t in cfg.trustedSopClasses},
         )
+
+    def trusted_class(self, ds: Dataset) -> TrustedSopClass | None:
+        """The site's opt-out covering this instance's SOP class, if any."""
+        return self.trusted.get(_text(ds, "SOPClassUID"))
 
     def risk_reasons(self, ds: Dataset) -> list[str]:
         """Why this instance may carry burned-in text (empty when no pixel data or no risk)."""
@@ -85,9 +96,10 @@ class PixelPolicy:
         modality = _text(ds, "Modality").upper()
         if modality in self.modalities:
             reasons.append(f"modality {modality} is configured as burn-in risk")
-        if _text(ds, "SOPClassUID") in self.sop_classes:
+        trusted = self.trusted_class(ds) is not None
+        if _text(ds, "SOPClassUID") in self.sop_classes and not trusted:
             reasons.append("SOP class is secondary capture or configured as burn-in risk")
-        for value in _values(ds, "ImageType"):
+        for value in _values(ds, "ImageType") if not trusted else ():
             v = value.upper()
             if v in self.image_types or "SCREEN" in v:
                 reasons.append(f"ImageType contains {v}")

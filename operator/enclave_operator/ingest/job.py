@@ -83,10 +83,13 @@ def worker_spec(
         assert s3 is not None
         src = {"kind": "s3", "endpoint": source.endpoint, "secure": source.secure, "bucket": s3.bucket,
                "prefix": s3.prefix, "format": s3.format}  # fmt: skip
+    deid: dict[str, Any] = {"profile": spec.deidentification.profile, "options": list(spec.deidentification.options)}
+    if source.trusted_sop_classes:
+        deid["pixels"] = {"trustedSopClasses": [t.model_dump() for t in source.trusted_sop_classes]}
     return {
         "ingest": ref,
         "source": src,
-        "deidentification": {"profile": spec.deidentification.profile, "options": list(spec.deidentification.options)},
+        "deidentification": deid,
         "destination": {
             "endpoint": s3_endpoint,
             "secure": s3_secure,

@@ -176,13 +176,18 @@ def _deid(obj: Any) -> tuple[str, tuple[str, ...] | None, DeidConfig]:
         # the list is the complete set of enabled options (so the default date option can be turned off)
         cfg = {"dicom": {"options": {n: (n in options) for n in OPTION_NAMES}}}
         options = tuple(sorted(set(options)))
-    unknown = set(obj) - {"profile", "options"}
+    pixels = obj.get("pixels")
+    if pixels is not None:
+        if not isinstance(pixels, dict) or set(pixels) - {"trustedSopClasses"}:
+            raise UsageError("INGEST_SPEC: deidentification.pixels may only hold trustedSopClasses")
+        cfg.setdefault("dicom", {})["pixels"] = {"trustedSopClasses": pixels.get("trustedSopClasses") or []}
+    unknown = set(obj) - {"profile", "options", "pixels"}
     if unknown:
         raise UsageError(f"INGEST_SPEC: deidentification.{sorted(unknown)[0]} is not a known field")
     try:
         config = parse_config(cfg)
     except ConfigError as exc:
-        raise UsageError(f"INGEST_SPEC: deidentification.options: {exc}") from None
+        raise UsageError(f"INGEST_SPEC: deidentification: {exc}") from None
     return profile, options, config
 
 

@@ -17,6 +17,7 @@ UIDs), SHA-256 and sizes, never source identifiers.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -96,6 +97,7 @@ class Output:
     size: int
     kind: str
     written: bool  # False: an identical object was already there (resume)
+    trusted_sop_class: str | None = None  # admitted under the source's trustedSopClasses opt-out
 
 
 @dataclass
@@ -139,7 +141,11 @@ class Counters:
                 for o in out.outputs:
                     if o.path not in self.outputs:
                         self.bytes += o.size
-                        self.outputs[o.path] = {"path": o.path, "sha256": o.sha256, "bytes": o.size, "kind": o.kind}
+                        entry_out: dict[str, Any] = {"path": o.path, "sha256": o.sha256, "bytes": o.size,
+                                                     "kind": o.kind}  # fmt: skip
+                        if o.trusted_sop_class:
+                            entry_out["trustedSopClass"] = o.trusted_sop_class
+                        self.outputs[o.path] = entry_out
                     if o.written:
                         self.bytes_written += o.size
             elif out.status == "quarantined":
@@ -249,7 +255,8 @@ class ShardRun:
         if not all(u and _UID.match(u) for u in uids):
             return Outcome("failed", "output lacks valid Study/Series/SOP Instance UIDs")
         key = layout.dicom_key(self.prefix, *uids)  # type: ignore[arg-type]
-        return Outcome("done", outputs=[self._upload(key, data, res.sha256 or "", "dicom", DICOM_CONTENT_TYPE)])
+        output = self._upload(key, data, res.sha256 or "", "dicom", DICOM_CONTENT_TYPE)
+        return Outcome("done", outputs=[dataclasses.replace(output, trusted_sop_class=res.trusted_sop_class)])
 
     def _upload(self, key: str, data: bytes, sha: str, kind: str, content_type: str) -> Output:
         """Write unless an object with the same recorded SHA-256 exists (then it counts as resumed)."""

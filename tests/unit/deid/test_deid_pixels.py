@@ -108,3 +108,69 @@ def test_compressed_pixels_cannot_be_blanked(tmp_path: Path, key: bytes) -> None
     m = run_dicom(tmp_path / "in", tmp_path / "out", cfg, key)
     reasons = m.quarantined[0]["reasons"]
     assert any("compressed" in r for r in reasons)
+
+
+SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+TRUST = {"sopClassUid": SC_CLASS, "configuredBy": "pat.admin (platform team)", "reason": "derived maps, pipeline v3"}
+
+
+def _secondary_capture():
+    ds = ct_small()
+    ds.SOPClassUID = SC_CLASS
+    ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("mutate", "trusted", "expected", "reason"),
+    [
+        (lambda ds: None, False, ["SOP class is secondary capture or configured as burn-in risk",
+                                  "ImageType contains SECONDARY"], "default: every SC is quarantined"),
+        (lambda ds: None, True, [], "a trusted SC class is admitted (SOP class and ImageType signals waived)"),
+        (lambda ds: setattr(ds, "BurnedInAnnotation", "YES"), True, ["BurnedInAnnotation is YES"],
+         "the instance's own BurnedInAnnotation=YES always quarantines"),
+        (lambda ds: setattr(ds, "Modality", "US"), True, ["modality US is configured as burn-in risk"],
+         "a risky modality still quarantines"),
+        (lambda ds: setattr(ds, "SOPClassUID", "1.2.840.10008.5.1.4.1.1.7.4"), True,
+         ["SOP class is secondary capture or configured as burn-in risk", "ImageType contains SECONDARY"],
+         "trust is per SOP class: another SC class stays quarantined"),
+    ],
+)  # fmt: skip
+def test_trusted_sop_class_opt_out(mutate, trusted: bool, expected: list[str], reason: str) -> None:
+    ds = _secondary_capture()
+    mutate(ds)
+    policy = _policy(trustedSopClasses=[TRUST]) if trusted else _policy()
+    assert policy.risk_reasons(ds) == expected, reason
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        ({**TRUST, "configuredBy": ""}, "configuredBy"),
+        ({**TRUST, "reason": ""}, "reason"),
+        ({**TRUST, "sopClassUid": "secondary-capture"}, "sopClassUid"),
+        ({"sopClassUid": SC_CLASS, "reason": "x"}, "configuredBy"),
+    ],
+)
+def test_trusted_sop_class_needs_who_and_why(entry: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"trustedSopClasses.0.{field}"):
+        parse_config({"dicom": {"pixels": {"trustedSopClasses": [entry]}}})
+
+
+def test_trusted_sop_class_listed_once() -> None:
+    with pytest.raises(ValueError, match="each sopClassUid may be trusted once"):
+        parse_config({"dicom": {"pixels": {"trustedSopClasses": [TRUST, TRUST]}}})
+
+
+def test_trust_is_recorded_in_the_manifest(tmp_path: Path, key: bytes) -> None:
+    """Who configured the opt-out and why is in the manifest's options, and each admitted instance says so."""
+    write(_secondary_capture(), tmp_path / "in" / "sc.dcm")
+    write(ct_small(), tmp_path / "in" / "ct.dcm")
+    trusting = parse_config({"dicom": {"pixels": {"trustedSopClasses": [TRUST]}}})
+    run_dicom(tmp_path / "in", tmp_path / "out", trusting, key)
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["counts"]["written"] == 2 and manifest["counts"]["trustedSopClass"] == 1
+    assert manifest["options"]["trustedSopClasses"] == [TRUST]
+    assert sorted(o.get("trustedSopClass", "") for o in manifest["outputs"]) == ["", SC_CLASS]
+    default = run_dicom(tmp_path / "in", tmp_path / "out2", parse_config({}), key)
+    assert default.counts()["quarantined"] == 1 and default.counts()["trustedSopClass"] == 0

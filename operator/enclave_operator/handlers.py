@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +22,7 @@ from enclave_operator.api.data_ingest import KIND as INGEST_KIND
 from enclave_operator.api.research_project import KIND as PROJECT_KIND
 from enclave_operator.engine import status as status_io
 from enclave_operator.engine.events import KubeRecorder
+from enclave_operator.engine.slots import Priority
 from enclave_operator.reconcilers import data_ingest, research_project
 from enclave_operator.runtime import Runtime
 from enclave_operator.settings import IntervalSettings, OperatorSettings
@@ -102,11 +105,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         if runtime is not None:
             await runtime.close()
 
-    async def _reconcile(body: kopf.Body, memo: kopf.Memo, retry: int = 0) -> None:
+    async def _reconcile(body: kopf.Body, memo: kopf.Memo, retry: int = 0, priority: Priority = Priority.EDIT) -> None:
         runtime: Runtime = memo.runtime
         meta = body["metadata"]
         recorder = KubeRecorder(runtime.backends.kube, body)
-        async with runtime.locks[meta["uid"]], observed(PROJECT_KIND.kind) as outcome:
+        async with runtime.locks[meta["uid"]], runtime.slots.take(priority), observed(PROJECT_KIND.kind) as outcome:
             result = await research_project.reconcile(
                 name=meta["name"],
                 generation=int(meta.get("generation", 0)),
@@ -129,8 +132,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     @kopf.on.resume(*PROJECTS, registry=registry, id="reconcile")
     @kopf.on.create(*PROJECTS, registry=registry, id="reconcile")
     @kopf.on.update(*PROJECTS, registry=registry, id="reconcile")
-    async def reconcile_project(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-        await _reconcile(body, memo, retry)
+    async def reconcile_project(body: kopf.Body, memo: kopf.Memo, retry: int, reason: kopf.Reason, **_: Any) -> None:
+        await _reconcile(body, memo, retry, Priority.EDIT if reason == kopf.Reason.UPDATE else Priority.CREATE)
 
     @kopf.timer(
         *PROJECTS,
@@ -140,8 +143,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         initial_delay=config.intervals.resync_seconds,
     )
     async def resync_project(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        """Re-observe every backend; repairs drift, writes nothing when nothing changed."""
-        await _reconcile(body, memo)
+        """Re-observe every backend; repairs drift, writes nothing when nothing changed. A random extra wait first
+        (intervals.resyncJitter) spreads the resyncs of objects that were created or resumed together."""
+        await asyncio.sleep(random.uniform(0, config.intervals.resync_jitter * config.intervals.resync_seconds))
+        await _reconcile(body, memo, priority=Priority.RESYNC)
 
     if config.webhook.enabled:
 
@@ -247,7 +252,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         runtime: Runtime = memo.runtime
         meta = body["metadata"]
         recorder = KubeRecorder(runtime.backends.kube, body)
-        async with runtime.locks[meta["uid"]]:
+        async with runtime.locks[meta["uid"]], runtime.slots.take(Priority.EDIT):
             outcome = await research_project.finalize(
                 name=meta["name"],
                 raw_spec=body.get("spec", {}),

@@ -10,3 +10,9 @@ RECONCILE_SECONDS = Histogram("enclave_reconcile_duration_seconds", "Duration of
 BACKEND_WRITES = Counter("enclave_backend_writes_total", "Changes made to backends", ["part", "action"])
 BACKEND_ERRORS = Counter("enclave_backend_errors_total", "Failed backend calls", ["part", "action"])
 BACKEND_CALL_SECONDS = Histogram("enclave_backend_call_duration_seconds", "Backend call duration", ["part", "action"])
+BACKEND_REQUESTS = Counter(
+    "enclave_backend_requests_total",
+    "Requests sent to a backend (HTTP requests to S3, FreeIPA commands, sacctmgr runs), by kind",
+    ["backend", "kind"],
+)
+"""kind is read or write; Kubernetes requests are counted by the API server itself (apiserver_request_total)."""

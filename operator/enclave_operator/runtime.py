@@ -1,4 +1,5 @@
-"""Process-wide state of a running operator: settings, backend clients, per-object locks."""
+"""Process-wide state of a running operator: settings, backend clients and their bounds, per-object locks,
+reconcile slots."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import dataclasses
 import httpx2
 from lightkube import AsyncClient
 
-from enclave_operator.backends import identity_freeipa, identity_ldap, s3_minio, slurm_accounts
+from enclave_operator.backends import identity_freeipa, identity_ldap, s3_minio, slurm_accounts, throttle
+from enclave_operator.engine.slots import Slots
 from enclave_operator.reconcilers.research_project import Backends, IdentityClient
 from enclave_operator.settings import OperatorSettings
 
@@ -25,6 +27,8 @@ class Runtime:
         default_factory=lambda: collections.defaultdict(asyncio.Lock)
     )
     """One lock per object uid: timers and event handlers of one object never run at once."""
+    slots: Slots = dataclasses.field(default_factory=lambda: Slots(16))
+    """Reconciles at once, by priority (settings.throttle.reconciles)."""
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Runtime:
@@ -37,7 +41,13 @@ class Runtime:
             ca_file=str(settings.s3.ca_file) if settings.s3.ca_file else None,
             region=settings.s3.region,
             timeout_seconds=settings.s3.timeout_seconds,
+            max_connections=settings.s3.max_concurrent_calls,
         )
+        limits = settings.throttle
+        throttle.configure("kubernetes", per_second=limits.kubernetes_per_second)
+        throttle.configure("s3", per_second=limits.s3_per_second, threads=settings.s3.max_concurrent_calls)
+        throttle.configure("identity", per_second=limits.identity_per_second)
+        throttle.configure("slurm", per_second=limits.slurm_per_second)
         kube = AsyncClient(timeout=httpx2.Timeout(KUBE_TIMEOUT_S), field_manager="enclave-operator")
         identity: IdentityClient | None = None
         if settings.identity is not None and settings.identity.provider == "freeipa":
@@ -47,7 +57,8 @@ class Runtime:
             assert settings.identity.ldap is not None
             identity = identity_ldap.LdapClient(settings.identity.ldap)
         slurm = slurm_accounts.Sacctmgr(settings.slurm) if settings.slurm is not None else None
-        return cls(settings, Backends(kube=kube, s3=s3_minio.S3Clients(conn), identity=identity, slurm=slurm))
+        backends = Backends(kube=kube, s3=s3_minio.S3Clients(conn), identity=identity, slurm=slurm)
+        return cls(settings, backends, slots=Slots(limits.reconciles))
 
     async def close(self) -> None:
         await self.backends.kube.close()

@@ -67,6 +67,13 @@ class S3Settings(_Settings):
     timeout_seconds: float = pydantic.Field(
         10.0, gt=0, le=300, description="Bound of one S3 call, seconds: a hung MinIO must not stall reconciles."
     )
+    max_concurrent_calls: int = pydantic.Field(
+        16,
+        ge=1,
+        le=256,
+        description="Most S3 calls at once (threads and pooled connections: the SDK blocks a thread per call). "
+        "16 keeps a 2-core MinIO busy; more only queues inside MinIO.",
+    )
 
     @pydantic.field_validator("endpoint")
     @classmethod
@@ -230,6 +237,37 @@ class IntervalSettings(_Settings):
     retry_seconds: float = pydantic.Field(
         10.0, ge=1, description="Delay before retrying a part that is not ready yet, seconds."
     )
+    resync_jitter: float = pydantic.Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Each resync starts after a random extra wait of up to this fraction of resyncSeconds (0.1 of "
+        "300 s: up to 30 s), so that projects created or resumed together do not re-observe their backends in "
+        "the same second, and drift apart further with every cycle.",
+    )
+
+
+class ThrottleSettings(_Settings):
+    """How hard the operator drives itself and its backends, whatever the number of objects."""
+
+    reconciles: int = pydantic.Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Most reconciles at once. The others wait in order of priority: edits and deletions of existing "
+        "objects first, then creations (and the resumes after a restart), then resyncs; so a single edit takes "
+        "effect in seconds while thousands of objects are being created. 16 keeps the backends of a small "
+        "enclave busy; more only lengthens their queues.",
+    )
+    kubernetes_per_second: float = pydantic.Field(
+        0.0, ge=0, description="Most Kubernetes API calls per second by the parts (kopf's own watches and patches "
+        "are not counted); 0: no limit.",
+    )  # fmt: skip
+    s3_per_second: float = pydantic.Field(0.0, ge=0, description="Most S3 calls per second; 0: no limit.")
+    identity_per_second: float = pydantic.Field(
+        0.0, ge=0, description="Most FreeIPA commands or LDAP exchanges per second; 0: no limit."
+    )
+    slurm_per_second: float = pydantic.Field(0.0, ge=0, description="Most sacctmgr runs per second; 0: no limit.")
 
 
 class OperatorSettings(_Settings):
@@ -239,6 +277,9 @@ class OperatorSettings(_Settings):
     s3: S3Settings = pydantic.Field(description="The S3 store.")
     naming: NamingSettings = pydantic.Field(default_factory=NamingSettings, description="Naming templates.")
     intervals: IntervalSettings = pydantic.Field(default_factory=IntervalSettings, description="Intervals.")
+    throttle: ThrottleSettings = pydantic.Field(
+        default_factory=ThrottleSettings, description="Reconciles at once and backend calls per second."
+    )
     kubernetes: KubernetesSettings = pydantic.Field(default_factory=KubernetesSettings, description="RBAC subjects.")
     self_service: SelfServiceSettings = pydantic.Field(
         default_factory=SelfServiceSettings, description="Self-service tier and admins."

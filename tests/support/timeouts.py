@@ -8,3 +8,5 @@ OPERATOR_START = 60.0
 """From process start to the liveness endpoint answering."""
 POLL = 0.25
 """Polling interval of `wait_for`."""
+BENCH_SMOKE = 600.0
+"""The benchmark's smoke run (N=20) from start to end, servers included (about a minute on an idle machine)."""

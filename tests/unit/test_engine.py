@@ -119,3 +119,36 @@ async def test_finalize_missing_thing_is_done_without_delete() -> None:
     adapter = FakeAdapter()
     outcome = await managed.finalize_part(adapter, "Delete", ListRecorder())
     assert outcome.done and adapter.calls == ["observe"]
+
+
+@dataclasses.dataclass
+class SlowAdapter(FakeAdapter):
+    """A FakeAdapter whose create waits, logging when each part starts and finishes creating."""
+
+    log: list[str] = dataclasses.field(default_factory=list)
+
+    async def create(self) -> None:
+        import asyncio
+
+        self.log.append(f"start {self.noun}")
+        await asyncio.sleep(0.05)
+        await super().create()
+        self.log.append(f"done {self.noun}")
+
+
+async def test_reconcile_parts_runs_independent_parts_together_and_needed_parts_first() -> None:
+    log: list[str] = []
+    parts = [SlowAdapter(noun=noun, log=log) for noun in ("Space", "Store", "Inside", "Other")]
+    outcomes = await managed.reconcile_parts(parts, ListRecorder(), {"Inside": ("Space",)})
+    assert [o.condition.status for o in outcomes] == ["True"] * 4, "outcomes in the order of the parts"
+    assert log.index("done Space") < log.index("start Inside"), "a part waits for the parts it needs"
+    assert log.index("start Store") < log.index("done Space"), "independent parts overlap"
+    assert log.index("start Other") < log.index("done Space"), "so does a later part that needs nothing"
+
+
+async def test_reconcile_parts_still_reconciles_a_part_whose_dependency_failed() -> None:
+    failing = FakeAdapter(noun="Space", fail=lambda action: BackendUnavailable("down") if action == "observe" else None)
+    inside = FakeAdapter(noun="Inside")
+    outcomes = await managed.reconcile_parts([failing, inside], ListRecorder(), {"Inside": ("Space",)})
+    assert outcomes[0].retry and outcomes[0].condition.status == "False", "the failed part reports itself"
+    assert inside.calls == ["observe", "create", "observe"], "the dependent part still runs (and says why if it fails)"

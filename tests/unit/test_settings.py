@@ -15,6 +15,11 @@ from enclave_operator import settings
         ({"s3": {"endpoint": "minio:9000"}, "naming": {"bucket": "shared"}}, "naming.bucket", "no {project}"),
         ({"s3": {"endpoint": "minio:9000"}, "intervals": {"resyncSeconds": 1}}, "intervals.resyncSeconds", "too often"),
         ({"s3": {"endpoint": "minio:9000"}, "surprise": 1}, "surprise", "unknown setting"),
+        ({"s3": {"endpoint": "minio:9000"}, "throttle": {"reconciles": 0}}, "throttle.reconciles", "at least one"),
+        ({"s3": {"endpoint": "minio:9000"}, "throttle": {"s3PerSecond": -1}}, "throttle.s3PerSecond", "a rate"),
+        ({"s3": {"endpoint": "minio:9000"}, "intervals": {"resyncJitter": 2}}, "intervals.resyncJitter",
+         "a fraction of the interval"),
+        ({"s3": {"endpoint": "minio:9000", "maxConcurrentCalls": 0}}, "s3.maxConcurrentCalls", "at least one"),
     ],
 )
 def test_invalid_configuration_names_the_field(data: dict, names: str, why: str) -> None:
@@ -45,3 +50,10 @@ def test_valid_configuration_with_defaults(tmp_path: Path, monkeypatch: pytest.M
     access, secret = loaded.s3.credentials()
     assert (access, secret.get_secret_value()) == ("a", "b")
     assert "b" not in repr(secret)
+
+
+def test_scale_defaults_bound_the_work() -> None:
+    loaded = settings.parse({"s3": {"endpoint": "minio:9000"}, "throttle": {"kubernetesPerSecond": 50}})
+    assert loaded.throttle.reconciles == 16 and loaded.throttle.kubernetes_per_second == 50
+    assert loaded.throttle.s3_per_second == 0, "no rate limit unless configured"
+    assert 0 < loaded.intervals.resync_jitter < 1 and loaded.s3.max_concurrent_calls == 16

@@ -28,9 +28,9 @@ import requests.adapters
 from pydantic.alias_generators import to_camel
 from python_freeipa import ClientMeta, exceptions
 
-from enclave_operator import reasons
+from enclave_operator import metrics, reasons
 from enclave_operator.api.research_project import DeletionPolicy
-from enclave_operator.backends import identity, ownership
+from enclave_operator.backends import identity, ownership, throttle
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
 from enclave_operator.configerror import ConfigError
@@ -168,6 +168,8 @@ class FreeIpaClient:
             generation = self._generation
         fn: Callable[..., Any] = getattr(self._meta, method)
         self.calls[method] += 1
+        kind = "read" if method.endswith(("_show", "_find")) else "write"
+        metrics.BACKEND_REQUESTS.labels(backend="identity", kind=kind).inc()
         try:
             return fn(**kwargs)
         except exceptions.Unauthorized:
@@ -178,6 +180,7 @@ class FreeIpaClient:
 
     async def call(self, method: str, **kwargs: Any) -> Any:
         """Run one ClientMeta command (e.g. `group_show`, a_cn=...) in a thread; map failures to backend errors."""
+        await throttle.bound("identity").wait()
         try:
             return await asyncio.wait_for(asyncio.to_thread(self._call_blocking, method, kwargs), self._bound)
         except TimeoutError:

@@ -37,7 +37,7 @@ from pydantic.alias_generators import to_camel
 
 from enclave_operator import reasons
 from enclave_operator.api.research_project import DeletionPolicy
-from enclave_operator.backends import identity, ownership
+from enclave_operator.backends import identity, ownership, throttle
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
 from enclave_operator.configerror import ConfigError
@@ -207,7 +207,9 @@ class LdapClient:
                 conn.unbind()
 
     async def run(self, what: str, fn: Callable[[ldap3.Connection], T]) -> T:
-        """Run `fn(connection)` (several operations, one lock) in a thread; map failures to backend errors."""
+        """Run `fn(connection)` (several operations, one lock) in a thread, within the identity rate (`throttle`);
+        map failures to backend errors."""
+        await throttle.bound("identity").wait()
         try:
             return await asyncio.wait_for(asyncio.to_thread(self._run_blocking, fn), self._bound)
         except TimeoutError:

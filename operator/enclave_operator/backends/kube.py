@@ -8,6 +8,7 @@ from typing import TypeVar
 import httpx2
 from lightkube import ApiError
 
+from enclave_operator.backends import throttle
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
 
 T = TypeVar("T")
@@ -23,8 +24,10 @@ class Conflict(BackendUnavailable):
 
 
 async def call(what: str, awaitable: Awaitable[T]) -> T:
-    """Await one API call; turn transport failures and API errors into BackendErrors naming `what`."""
+    """Await one API call (within the process-wide rate of Kubernetes calls, `throttle`); turn transport failures
+    and API errors into BackendErrors naming `what`."""
     try:
+        await throttle.bound("kubernetes").wait()
         return await awaitable
     except ApiError as error:
         code = error.status.code or 0

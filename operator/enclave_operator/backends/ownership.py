@@ -175,7 +175,11 @@ class OwnedNamespaces:
     # Reads.
     async def get(self, resource: Any, name: str, *, namespace: str | None = None, **kwargs: Any) -> Any:
         await self._scope(resource, name, namespace, write=False)
-        return await self._client.get(resource, name, namespace=namespace, **kwargs)
+        found = await self._client.get(resource, name, namespace=namespace, **kwargs)
+        if resource is Namespace and self.owner is not None:
+            if namespace_claim(found, name, self.owner).claim is Claim.OWNED:
+                self._owned.add(name)  # the namespace part read it: the parts inside need not read it again
+        return found
 
     async def list(self, resource: Any, *, namespace: str | None = None, **kwargs: Any) -> AsyncIterator[Any]:
         await self._scope(resource, None, namespace, write=False)

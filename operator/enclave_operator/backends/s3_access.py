@@ -26,7 +26,7 @@ from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendRejected
 from enclave_operator.backends.kube_namespace import MANAGED_BY, MANAGED_BY_LABEL, PROJECT_LABEL
 from enclave_operator.backends.ownership import NotOwned, OwnedNamespaces
-from enclave_operator.backends.s3_minio import ALREADY_APPLIED, NOT_FOUND_CODES, AdminError, S3Clients, s3_call
+from enclave_operator.backends.s3_minio import NOT_FOUND_CODES, AdminError, S3Clients, s3_call
 from minio import Minio
 
 READ_BUCKET = ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketVersions"]
@@ -81,20 +81,13 @@ async def _admin_or_none(what: str, fn: Any) -> Any:
         raise
 
 
-async def _attach(clients: S3Clients, policy: str, *, user: str | None = None, group: str | None = None) -> None:
-    try:
-        await s3_call(f"attach policy {policy}", lambda: clients.admin.attach_policy([policy], user=user, group=group))
-    except AdminError as error:
-        if error.code != ALREADY_APPLIED:
-            raise
+async def _set_policy(clients: S3Clients, policy: str, *, user: str | None = None, group: str | None = None) -> None:
+    """Make `policy` the one policy of a user or group (replacing any others).
 
-
-async def _detach(clients: S3Clients, policy: str, *, user: str | None = None, group: str | None = None) -> None:
-    try:
-        await s3_call(f"detach policy {policy}", lambda: clients.admin.detach_policy([policy], user=user, group=group))
-    except AdminError as error:
-        if error.code != ALREADY_APPLIED and error.code not in NOT_FOUND_CODES:
-            raise
+    `policy_set` (MinIO's set-user-or-group-policy) rather than attach/detach: those encrypt request and
+    answer with Argon2id keys, ~1 s of CPU per call on a loaded machine (backends/s3_minio.py).
+    """
+    await s3_call(f"set policy {policy}", lambda: clients.admin.policy_set(policy, user=user, group=group))
 
 
 def _attached(info: Mapping[str, Any] | None) -> set[str]:
@@ -219,12 +212,15 @@ class CredentialAdapter:
         return Observation(True, not diffs, "; ".join(diffs), self._d.access_key)
 
     async def _authenticates(self, secret_key: str) -> bool:
-        conn = self._c.conn
-        client = Minio(conn.endpoint, access_key=self._d.access_key, secret_key=secret_key, secure=conn.secure,
-                       http_client=self._c.http)  # fmt: skip
-        probe = self._d.probe_prefix
+        conn, bucket, probe = self._c.conn, self._d.bucket, self._d.probe_prefix
+
+        def list_one() -> object:
+            client = Minio(conn.endpoint, access_key=self._d.access_key, secret_key=secret_key, secure=conn.secure,
+                           region=self._c.region_of(bucket), http_client=self._c.http)  # fmt: skip
+            return next(iter(client.list_objects(bucket, prefix=probe)), 0)
+
         try:
-            await s3_call("check credential", lambda: next(iter(client.list_objects(self._d.bucket, prefix=probe)), 0))
+            await s3_call("check credential", list_one)
         except BackendRejected:
             return False
         return True
@@ -243,10 +239,7 @@ class CredentialAdapter:
             await self._write_secret(secret_key, replace=secret is not None)
         access = self._d.access_key
         await s3_call(f"write user {access}", lambda: self._c.admin.user_add(access, secret_key))
-        info = json.loads(await s3_call("read user", lambda: self._c.admin.user_info(access)))
-        for extra in _attached(info) - {self._d.policy}:
-            await _detach(self._c, extra, user=access)
-        await _attach(self._c, self._d.policy, user=access)
+        await _set_policy(self._c, self._d.policy, user=access)
 
     async def _write_secret(self, secret_key: str, *, replace: bool) -> None:
         conn = self._c.conn
@@ -304,6 +297,9 @@ class MemberGroupsAdapter:
     def __init__(self, clients: S3Clients, desired: DesiredGroups) -> None:
         self._c, self._d = clients, desired
         self._known: set[str] = set()
+        """Members who exist as MinIO users: those in a group (MinIO drops deleted users from their groups), and
+        those `user_info` finds. Only wanted users in neither group are asked: never the whole user list, whose
+        answer MinIO encrypts with Argon2id and which grows with every project."""
 
     def _groups(self) -> dict[str, tuple[str, list[str]]]:
         rw, ro = policy_names(self._d.bucket)
@@ -313,12 +309,26 @@ class MemberGroupsAdapter:
             f"{self._d.group}-ro": (ro, sorted(u for u in self._d.readers if u in known)),
         }
 
+    async def _read_groups(self) -> dict[str, dict[str, Any] | None]:
+        infos: dict[str, dict[str, Any] | None] = {}
+        for group in (f"{self._d.group}-rw", f"{self._d.group}-ro"):
+            text = await _admin_or_none(f"read group {group}", lambda g=group: self._c.admin.group_info(g))
+            infos[group] = json.loads(text) if text else None
+        return infos
+
+    async def _learn_users(self, infos: Mapping[str, Mapping[str, Any] | None]) -> None:
+        known = {user for info in infos.values() for user in (info or {}).get("members") or []}
+        for user in sorted((set(self._d.readers) | set(self._d.writers)) - known):
+            if await _admin_or_none(f"read user {user}", lambda u=user: self._c.admin.user_info(u)) is not None:
+                known.add(user)
+        self._known = known
+
     async def observe(self) -> Observation:
-        self._known = set(json.loads(await s3_call("list users", self._c.admin.user_list) or "{}"))
+        infos = await self._read_groups()
+        await self._learn_users(infos)
         diffs, present, members = [], 0, {}
         for group, (policy, wanted) in self._groups().items():
-            info_text = await _admin_or_none(f"read group {group}", lambda g=group: self._c.admin.group_info(g))
-            info = json.loads(info_text) if info_text else None
+            info = infos[group]
             actual = sorted((info or {}).get("members") or [])
             present += info is not None
             access = "ReadWrite" if group.endswith("-rw") else "ReadOnly"
@@ -354,7 +364,8 @@ class MemberGroupsAdapter:
             missing = sorted(set(wanted) - actual)
             if missing:
                 await s3_call(f"add members to {group}", lambda g=group, m=missing: self._c.admin.group_add(g, m))
-            await _attach(self._c, policy, group=group)
+            if _attached(info) != {policy}:
+                await _set_policy(self._c, policy, group=group)
 
     async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
         for group in (f"{self._d.group}-rw", f"{self._d.group}-ro"):

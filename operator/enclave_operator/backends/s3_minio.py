@@ -1,7 +1,16 @@
 """Adapter for the project's S3 bucket on MinIO: existence, ownership tag, versioning and hard quota.
 
 MinIO's Python SDK is synchronous; calls run in a worker thread, each bounded by the configured
-timeout. Ownership (backends/ownership.py): a bucket carries the tags `enclave.io/project` (name) and
+timeout.
+
+Cost of the admin API (measured in docs/performance.md): MinIO encrypts some admin requests and answers with
+a key derived by Argon2id (64 MiB, serialised by a process-wide mutex in the server: ~0.2 s of CPU on each
+side per call, one call at a time). The operator therefore never uses the calls whose *answer* is encrypted
+(`user_list`, `attach_policy`; `policy_set` sets the same policies with a plain request), and seals the one
+request that must be encrypted (`user_add`, which carries the secret key) with madmin's PBKDF2 variant,
+which MinIO accepts from any client (`Admin`).
+
+Ownership (backends/ownership.py): a bucket carries the tags `enclave.io/project` (name) and
 `enclave.io/project-uid` (the owning object's uid), because a Retain deletion keeps it. A bucket tagged
 for another project, or holding data without tags, is never touched (NotOwned); one retained by an
 earlier project of the same name is taken over only when the project asks (spec.adopt: [Bucket]); an
@@ -10,27 +19,28 @@ untagged *empty* bucket (a create interrupted before tagging) is adopted by tagg
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import hashlib
 import itertools
 import json
+import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import urllib3
 from minio.commonconfig import ENABLED, Tags
 from minio.credentials import StaticProvider
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioAdminException
-from minio.minioadmin import MinioAdmin
+from minio.minioadmin import _COMMAND, MinioAdmin
 from minio.versioningconfig import SUSPENDED, VersioningConfig
 
-from enclave_operator import reasons
+from enclave_operator import metrics, reasons
 from enclave_operator.api.research_project import DeletionPolicy
-from enclave_operator.backends import ownership
+from enclave_operator.backends import ownership, throttle
 from enclave_operator.backends.adapter import NOT_FOUND, DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
-from minio import Minio, S3Error
+from minio import Minio, S3Error, crypto
 
 PROJECT_TAG = ownership.OWNER_LABEL
 UID_TAG = ownership.OWNER_UID_LABEL
@@ -48,6 +58,56 @@ class S3Connection:
     ca_file: str | None = None
     region: str = ""
     timeout_seconds: float = 10.0
+    max_connections: int = 16
+    """Pooled connections: as many as calls may run at once (s3.maxConcurrentCalls), so none is discarded."""
+
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class _CountingPool(urllib3.PoolManager):
+    """The HTTP pool of both SDK clients; counts every request it sends (enclave_backend_requests_total)."""
+
+    def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:
+        metrics.BACKEND_REQUESTS.labels(backend="s3", kind="read" if method in READ_METHODS else "write").inc()
+        return super().urlopen(method, url, redirect=redirect, **kw)
+
+
+PBKDF2_AES_GCM = 0x02
+"""madmin's identifier of a body sealed with a PBKDF2-SHA256 key and AES-256-GCM (madmin-go encrypt.go)."""
+PBKDF2_ROUNDS = 8192
+"""madmin's pbkdf2Cost: what the server derives the key with for PBKDF2_AES_GCM."""
+
+
+def seal(payload: bytes, password: str) -> bytes:
+    """An admin request body as madmin's DecryptData reads it: salt | PBKDF2_AES_GCM | nonce | AES-GCM stream.
+
+    The stream is the one the SDK writes (the same cipher helpers); only the key derivation differs: PBKDF2
+    costs a few milliseconds where the SDK's Argon2id costs ~0.2 s of CPU on both sides.
+    """
+    salt, nonce = os.urandom(32), os.urandom(8)
+    key = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, PBKDF2_ROUNDS, 32)
+    additional = crypto._generate_additional_data(0, key, nonce + bytes(4))  # 0: AES-GCM in the SDK's table
+    out = [salt, bytes([PBKDF2_AES_GCM]), nonce]
+    starts = range(0, len(payload), crypto._CHUNK_SIZE)
+    for sequence, start in enumerate(starts, 1):
+        if start == starts[-1]:
+            additional = crypto._mark_as_last(additional)
+        cipher = crypto._get_cipher(0, key, crypto._update_nonce_id(nonce, sequence))
+        cipher.update(additional)
+        data, tag = cipher.encrypt_and_digest(payload[start : start + crypto._CHUNK_SIZE])
+        out += [data, tag]
+    return b"".join(out)
+
+
+class Admin(MinioAdmin):
+    """MinioAdmin whose `user_add` seals the secret key with PBKDF2 instead of Argon2id (module docstring)."""
+
+    def user_add(self, access_key: str, secret_key: str) -> str:
+        body = json.dumps({"status": "enabled", "secretKey": secret_key}).encode()
+        response = self._url_open(method="PUT", command=_COMMAND.ADD_USER, query_params={"accessKey": access_key},
+                                  body=seal(body, self._provider.retrieve().secret_key))  # fmt: skip
+        return str(response.data.decode())
 
 
 class S3Clients:
@@ -55,10 +115,10 @@ class S3Clients:
 
     def __init__(self, conn: S3Connection) -> None:
         self.conn = conn
-        http = urllib3.PoolManager(
+        http = _CountingPool(
             timeout=urllib3.Timeout(connect=min(5.0, conn.timeout_seconds), read=conn.timeout_seconds),
             retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[502, 503, 504]),
-            maxsize=16,
+            maxsize=conn.max_connections,
             cert_reqs="CERT_REQUIRED" if conn.secure else "CERT_NONE",
             ca_certs=conn.ca_file,
         )
@@ -71,12 +131,20 @@ class S3Clients:
             region=conn.region or None,
             http_client=http,
         )
-        self.admin = MinioAdmin(
+        self.admin = Admin(
             endpoint=conn.endpoint,
             credentials=StaticProvider(conn.access_key, conn.secret_key),
             secure=conn.secure,
             http_client=http,
         )
+
+
+    def region_of(self, bucket: str) -> str:
+        """The bucket's region (blocking): the configured one, else the one the SDK looked up once and cached.
+
+        Clients made for other credentials (the credential probe) take it, so they do not look it up again.
+        """
+        return self.conn.region or self.s3._get_region(bucket)
 
 
 class AdminError(BackendError):
@@ -104,9 +172,10 @@ def _admin_error(what: str, error: MinioAdminException) -> AdminError:
 
 
 async def s3_call(what: str, fn: Callable[[], T]) -> T:
-    """Run one blocking SDK call in a thread; map its failures to backend errors without secrets."""
+    """Run one blocking SDK call in the S3 pool, within the S3 rate (`throttle`); map its failures to backend
+    errors without secrets."""
     try:
-        return await asyncio.to_thread(fn)
+        return await throttle.bound("s3").run(fn)
     except MinioAdminException as error:
         raise _admin_error(what, error) from None
     except S3Error as error:
@@ -148,9 +217,19 @@ class BucketAdapter:
     async def _claim(self) -> tuple[ownership.ClaimResult, bool]:
         """The claim, and whether the bucket is an untagged empty one (an interrupted create)."""
         name, owner = self._d.name, self._d.owner
-        if not await s3_call(f"find bucket {name}", lambda: self._c.s3.bucket_exists(name)):
+
+        def read_tags() -> dict[str, str] | None:
+            """The bucket's tags ({} for none), or None when there is no bucket: one request for both."""
+            try:
+                return dict(self._c.s3.get_bucket_tags(name) or {})
+            except S3Error as error:
+                if error.code == "NoSuchBucket":
+                    return None
+                raise
+
+        tags = await s3_call(f"read tags of {name}", read_tags)
+        if tags is None:
             return ownership.ClaimResult(ownership.Claim.ABSENT, name), False
-        tags = dict(await s3_call(f"read tags of {name}", lambda: self._c.s3.get_bucket_tags(name)) or {})
         marker = tags.get(owner.label)
         claim = owner.classify(marker, tags.get(UID_TAG), with_uid=True)
         if claim is ownership.Claim.OWNED:

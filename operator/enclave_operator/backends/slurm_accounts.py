@@ -43,9 +43,9 @@ from pathlib import Path
 import pydantic
 from pydantic.alias_generators import to_camel
 
-from enclave_operator import quantity, reasons
+from enclave_operator import metrics, quantity, reasons
 from enclave_operator.api.research_project import DeletionPolicy, SlurmCompute
-from enclave_operator.backends import ownership
+from enclave_operator.backends import ownership, throttle
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
 
@@ -486,7 +486,9 @@ class Sacctmgr:
         return sum(1 for call in self.calls if call.write)
 
     async def run(self, *args: str, write: bool, tolerate_nothing: bool = False) -> SacctmgrResult:
-        """Run `sacctmgr -i -n -P <args>`; BackendError unless rc 0 (or, if tolerated, "Nothing …")."""
+        """Run `sacctmgr -i -n -P <args>` (within the Slurm rate, `throttle`); BackendError unless rc 0 (or, if
+        tolerated, "Nothing …")."""
+        await throttle.bound("slurm").wait()
         if write:
             # Concurrent adds on slurmdbd 22.05 were seen to leave an account record without its listing
             # (200 projects at once); slurmdbd serializes writes anyway, so one at a time costs little.
@@ -498,6 +500,7 @@ class Sacctmgr:
     async def _run(self, args: Sequence[str], *, write: bool, tolerate_nothing: bool) -> SacctmgrResult:
         what = f"sacctmgr {' '.join(args[:2])}"
         argv = [self.settings.sacctmgr_path, "-i", "-n", "-P", *args]
+        metrics.BACKEND_REQUESTS.labels(backend="slurm", kind="write" if write else "read").inc()
         start = time.perf_counter()
         try:
             proc = await asyncio.create_subprocess_exec(

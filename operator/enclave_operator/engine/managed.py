@@ -2,6 +2,8 @@
 
 `reconcile_part` walks observe → create | update → observe again, and turns the result into the
 part's condition and events. `finalize_part` walks observe → delete per policy → observe again.
+`reconcile_parts` reconciles several parts of one object at the same time, each after the parts it
+needs: a reconcile then waits for its longest chain of backend calls, not for the sum of all of them.
 Both are idempotent: running them twice, or after a crash at any line, converges to the same state,
 because every decision is taken from a fresh observation of the backend.
 
@@ -12,9 +14,11 @@ on deletion it counts as done ("never ours: left alone"), so a finalizer never w
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Collection, Mapping, Sequence
 
 from enclave_operator import conditions, metrics, reasons
 from enclave_operator.api.research_project import DeletionPolicy
@@ -113,6 +117,29 @@ async def reconcile_part(adapter: Adapter, recorder: Recorder) -> PartOutcome:
         return PartOutcome(cond, observation, False, wrote)
     message = f"{adapter.noun.lower()} not yet as desired: {observation.diff or 'still being created'}"
     return PartOutcome(conditions.false(adapter.part, reasons.REASON_PROGRESSING, message), observation, True, wrote)
+
+
+async def reconcile_parts(parts: Sequence[Adapter], recorder: Recorder,
+                          needs: Mapping[str, Collection[str]]) -> list[PartOutcome]:  # fmt: skip
+    """Reconcile every part; a part starts once the earlier parts whose nouns it needs (`needs[noun]`) are done,
+    all others at once. Outcomes come in the order of `parts`; events in the order the parts finish.
+
+    A part is reconciled even when a part it needs failed, as a sequential walk would (it reports its own
+    condition, e.g. "namespace does not exist (yet)"). Only earlier parts can be needed, so there is no cycle.
+    """
+    tasks: list[asyncio.Task[PartOutcome]] = []
+
+    async def run(index: int, part: Adapter) -> PartOutcome:
+        wanted = needs.get(part.noun, ())
+        before = [tasks[i] for i in range(index) if parts[i].noun in wanted]
+        if before:
+            await asyncio.wait(before)
+        return await reconcile_part(part, recorder)
+
+    async with asyncio.TaskGroup() as group:
+        for index, part in enumerate(parts):
+            tasks.append(group.create_task(run(index, part)))
+    return [task.result() for task in tasks]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -208,6 +208,17 @@ def adapters(project: ProjectPlan, backends: Backends, settings: OperatorSetting
     ]
 
 
+NEEDS: Mapping[str, tuple[str, ...]] = {
+    "NamespacePolicy": ("Namespace",),
+    "RoleBinding": ("Namespace",),
+    "Credential": ("Namespace", "BucketPolicy"),
+    "Group": ("BucketPolicy",),
+}
+"""Parts (by noun) that live inside another part and are reconciled after it; every other part starts at once
+(`managed.reconcile_parts`): the Secret of the credential goes into the namespace, and a credential or group
+gets a policy that must exist."""
+
+
 def _identity_group(
     project: ProjectPlan, backends: Backends
 ) -> identity_freeipa.FreeIpaGroupAdapter | identity_ldap.LdapGroupAdapter | None:
@@ -381,9 +392,8 @@ async def reconcile(
             reasons.EVENT_CORDONED if project.cordoned else reasons.EVENT_UNCORDONED,
             cordon_condition(spec, project.cordoned).message,
         )
-    pairs = []
-    for adapter in adapters(project, backends, settings):
-        pairs.append((adapter, await managed.reconcile_part(adapter, recorder)))
+    planned = adapters(project, backends, settings)
+    pairs = list(zip(planned, await managed.reconcile_parts(planned, recorder, NEEDS), strict=True))
     by_part: dict[str, list[managed.PartOutcome]] = {}
     for adapter, outcome in pairs:
         by_part.setdefault(adapter.part, []).append(outcome)

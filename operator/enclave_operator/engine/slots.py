@@ -1,0 +1,66 @@
+"""A bounded number of reconciles at once, handed out by priority (then in arrival order).
+
+kopf starts a handler for every object that has something to do: thousands at once after a large
+`kubectl apply` or a restart. Run all of them together and every backend call waits behind thousands
+of others, so a single edit takes minutes. The handlers take a slot first (`Slots.take`): at most
+`size` reconciles run, and a waiting edit goes before waiting creations, which go before resyncs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import heapq
+import itertools
+from collections.abc import AsyncIterator
+
+
+class Priority(enum.IntEnum):
+    """Lower goes first."""
+
+    EDIT = 0
+    """A change to (or the deletion of) an object: what a person waits for."""
+    CREATE = 1
+    """A new object, a retry, or an object resumed after a restart."""
+    RESYNC = 2
+    """The periodic re-observation: it can wait."""
+
+
+class Slots:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free = size
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrival = itertools.count()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _, _, future in self._waiting if not future.done())
+
+    @contextlib.asynccontextmanager
+    async def take(self, priority: Priority) -> AsyncIterator[None]:
+        """Hold one slot for the body; wait for one, by priority, when all are taken."""
+        if self._free > 0 and not self.waiting:
+            self._free -= 1
+        else:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (int(priority), next(self._arrival), future))
+            try:
+                await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._release()  # handed a slot just as we were cancelled: pass it on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, future = heapq.heappop(self._waiting)
+            if not future.done():
+                future.set_result(None)  # the slot goes straight to the next waiter
+                return
+        self._free += 1

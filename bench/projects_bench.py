@@ -152,7 +152,7 @@ class Bench:
     def start_servers(self) -> None:
         environment.build(["plane", "minio"] + (["slurm"] if self.args.all_backends else []))
         self.plane = start_plane(self.run)
-        self.minio = start_minio(self.run)
+        self.minio = start_minio(self.run, scanner_speed="default")  # as deployed (see localenv/minio.py)
         self.kubeconfig = self.plane["kubeconfig"]
         self.token = (self.run.path / "pki" / "tokens.csv").read_text().split(",", 1)[0]
         self.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))

@@ -109,7 +109,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         runtime: Runtime = memo.runtime
         meta = body["metadata"]
         recorder = KubeRecorder(runtime.backends.kube, body)
-        async with runtime.locks[meta["uid"]], runtime.slots.take(priority), observed(PROJECT_KIND.kind) as outcome:
+        # The slot before the lock: a resync waiting for a slot must not hold the lock an edit of the object needs.
+        async with runtime.slots.take(priority), runtime.locks[meta["uid"]], observed(PROJECT_KIND.kind) as outcome:
             result = await research_project.reconcile(
                 name=meta["name"],
                 generation=int(meta.get("generation", 0)),
@@ -252,7 +253,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         runtime: Runtime = memo.runtime
         meta = body["metadata"]
         recorder = KubeRecorder(runtime.backends.kube, body)
-        async with runtime.locks[meta["uid"]], runtime.slots.take(Priority.EDIT):
+        async with runtime.slots.take(Priority.EDIT), runtime.locks[meta["uid"]]:
             outcome = await research_project.finalize(
                 name=meta["name"],
                 raw_spec=body.get("spec", {}),

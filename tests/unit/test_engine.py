@@ -152,3 +152,21 @@ async def test_reconcile_parts_still_reconciles_a_part_whose_dependency_failed()
     outcomes = await managed.reconcile_parts([failing, inside], ListRecorder(), {"Inside": ("Space",)})
     assert outcomes[0].retry and outcomes[0].condition.status == "False", "the failed part reports itself"
     assert inside.calls == ["observe", "create", "observe"], "the dependent part still runs (and says why if it fails)"
+
+
+@dataclasses.dataclass
+class AnsweringAdapter(FakeAdapter):
+    """Its writes answer with the state they left (like a server-side apply), so no second observe is needed."""
+
+    async def create(self) -> Observation:  # type: ignore[override]
+        await super().create()
+        return Observation(True, True, "", "t", members={"alice": "Granted"})
+
+
+async def test_a_write_that_answers_with_its_state_is_not_observed_again() -> None:
+    adapter, recorder = AnsweringAdapter(), ListRecorder()
+    outcome = await managed.reconcile_part(adapter, recorder)
+    assert adapter.calls == ["observe", "create"], "the answer of the create stands for the second observe"
+    assert outcome.condition.status == "True" and outcome.wrote
+    assert outcome.observation is not None and outcome.observation.members == {"alice": "Granted"}
+    assert [e[1] for e in recorder.events] == ["CreatedThing"]

@@ -78,14 +78,15 @@ class NamespaceAdapter:
         diff = f"labels differ: {', '.join(wrong)}" if wrong else ""
         return Observation(True, not wrong, diff, self._desired.name)
 
-    async def create(self) -> None:
+    async def create(self) -> Observation | None:
         ns = Namespace(metadata=ObjectMeta(name=self._desired.name, labels=dict(self._desired.labels)))
         try:
             await kube.call(
                 f"create namespace {self._desired.name}", self._client.create(ns, field_manager=kube.FIELD_MANAGER)
             )
         except kube.Conflict:
-            pass  # created meanwhile (or by a run killed mid-way): the next observe decides
+            return None  # created meanwhile (or by a run killed mid-way): the next observe decides
+        return Observation(True, True, "", self._desired.name)  # ours, with our labels: we just made it
 
     async def update(self, observation: Observation) -> None:
         if observation.terminating:

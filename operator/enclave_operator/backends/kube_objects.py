@@ -10,6 +10,7 @@ what we own but no longer want (e.g. the binding of a role nobody holds any more
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import decimal
 from collections.abc import Callable, Mapping, Sequence
@@ -91,20 +92,28 @@ class KubeObjectsAdapter:
         self._desired = list(desired)
         self._members_of = members_of
         self._plan: tuple[list[DesiredObject], list[tuple[type[NamespacedResource], str]]] = ([], [])
+        self._seen: dict[tuple[str, str], Mapping[str, Any]] = {}
 
     async def _owned(self) -> dict[tuple[str, str], Mapping[str, Any]]:
-        found: dict[tuple[str, str], Mapping[str, Any]] = {}
-        for kind in self._kinds:
-            items = await kube.call(
+        """What the project owns of each kind: one list per kind, all at once."""
+
+        async def owned_of(kind: type[NamespacedResource]) -> list[Any]:
+            return await kube.call(
                 f"list {kind.__name__} in {self._namespace}",
                 _collect(self._client.list(kind, namespace=self._namespace, labels={OWNER_LABEL: self._project})),
             )
-            for item in items:
-                found[(kind.__name__, item.metadata.name)] = item.to_dict()
-        return found
+
+        lists = await asyncio.gather(*(owned_of(kind) for kind in self._kinds))
+        return {(kind.__name__, item.metadata.name): item.to_dict()
+                for kind, items in zip(self._kinds, lists, strict=True) for item in items}  # fmt: skip
+
+    def _observation(self, owned: Mapping[tuple[str, str], Mapping[str, Any]], diffs: list[str]) -> Observation:
+        members = dict(self._members_of(list(owned.values()))) if self._members_of else {}
+        exists = bool(owned) or not self._desired
+        return Observation(exists, not diffs, "; ".join(diffs), self._namespace, members=members)
 
     async def observe(self) -> Observation:
-        owned = await self._owned()
+        owned = self._seen = await self._owned()
         to_apply = [
             d
             for d in self._desired
@@ -116,22 +125,22 @@ class KubeObjectsAdapter:
         kinds = {k.__name__: k for k in self._kinds}
         extra = [(kinds[kind], name) for (kind, name) in owned if (kind, name) not in wanted]
         self._plan = (to_apply, extra)
-        members = dict(self._members_of(list(owned.values()))) if self._members_of else {}
         diffs = [f"{d.resource.__name__}/{d.name} {'differs' if (d.resource.__name__, d.name) in owned else 'missing'}"
                  for d in to_apply] + [f"{kind.__name__}/{name} not wanted" for kind, name in extra]  # fmt: skip
-        exists = bool(owned) or not self._desired
-        return Observation(exists, not diffs, "; ".join(diffs), self._namespace, members=members)
+        return self._observation(owned, diffs)
 
-    async def create(self) -> None:
-        await self._converge()
+    async def create(self) -> Observation:
+        return await self._converge()
 
-    async def update(self, observation: Observation) -> None:
-        await self._converge()
+    async def update(self, observation: Observation) -> Observation:
+        return await self._converge()
 
-    async def _converge(self) -> None:
+    async def _converge(self) -> Observation:
+        """Apply what differs, delete what is not wanted; the API server's answers are the state left."""
         to_apply, extra = self._plan
+        now = dict(self._seen)
         for desired in to_apply:
-            await kube.call(
+            now[(desired.resource.__name__, desired.name)] = (await kube.call(
                 f"apply {desired.resource.__name__}/{desired.name}",
                 self._client.patch(
                     desired.resource,
@@ -142,7 +151,7 @@ class KubeObjectsAdapter:
                     field_manager=kube.FIELD_MANAGER,
                     force=True,
                 ),
-            )
+            )).to_dict()
         for kind, name in extra:
             try:
                 await kube.call(
@@ -150,6 +159,8 @@ class KubeObjectsAdapter:
                 )
             except kube.NotFound:
                 pass
+            now.pop((kind.__name__, name), None)
+        return self._observation(now, [])
 
     async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
         """Remove every owned object (both policies: access goes; data is not held here)."""

@@ -9,6 +9,7 @@ not are reported per member as `NoAccount`, never a failure of the whole part.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import secrets
@@ -107,8 +108,9 @@ class PoliciesAdapter:
 
     async def observe(self) -> Observation:
         diffs, found = [], 0
-        for name, policy in self._policies.items():
-            text = await _admin_or_none(f"read policy {name}", lambda n=name: self._c.admin.policy_info(n))
+        texts = await asyncio.gather(*(_admin_or_none(f"read policy {n}", lambda n=n: self._c.admin.policy_info(n))
+                                       for n in self._policies))  # fmt: skip
+        for (name, policy), text in zip(self._policies.items(), texts, strict=True):
             if text is None:
                 diffs.append(f"policy {name} missing")
                 continue
@@ -117,15 +119,16 @@ class PoliciesAdapter:
                 diffs.append(f"policy {name} differs")
         return Observation(found > 0, not diffs, "; ".join(diffs), self._resource)
 
-    async def create(self) -> None:
-        await self._converge()
+    async def create(self) -> Observation:
+        return await self._converge()
 
-    async def update(self, observation: Observation) -> None:
-        await self._converge()
+    async def update(self, observation: Observation) -> Observation:
+        return await self._converge()
 
-    async def _converge(self) -> None:
+    async def _converge(self) -> Observation:
         for name, policy in self._policies.items():
             await s3_call(f"write policy {name}", lambda n=name, p=policy: self._c.admin.policy_add(n, policy=dict(p)))
+        return Observation(True, True, "", self._resource)
 
     async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
         for name in self._policies:
@@ -225,13 +228,14 @@ class CredentialAdapter:
             return False
         return True
 
-    async def create(self) -> None:
-        await self._converge()
+    async def create(self) -> Observation:
+        return await self._converge()
 
-    async def update(self, observation: Observation) -> None:
-        await self._converge()
+    async def update(self, observation: Observation) -> Observation:
+        return await self._converge()
 
-    async def _converge(self) -> None:
+    async def _converge(self) -> Observation:
+        """Secret first, then the user made from it, then its one policy: the keys authenticate by construction."""
         secret = await self._secret()
         secret_key = _secret_value(secret, "AWS_SECRET_ACCESS_KEY") if secret else None
         if not secret_key:
@@ -240,6 +244,7 @@ class CredentialAdapter:
         access = self._d.access_key
         await s3_call(f"write user {access}", lambda: self._c.admin.user_add(access, secret_key))
         await _set_policy(self._c, self._d.policy, user=access)
+        return Observation(True, True, "", access)
 
     async def _write_secret(self, secret_key: str, *, replace: bool) -> None:
         conn = self._c.conn
@@ -300,6 +305,7 @@ class MemberGroupsAdapter:
         """Members who exist as MinIO users: those in a group (MinIO drops deleted users from their groups), and
         those `user_info` finds. Only wanted users in neither group are asked: never the whole user list, whose
         answer MinIO encrypts with Argon2id and which grows with every project."""
+        self._infos: dict[str, dict[str, Any] | None] | None = None
 
     def _groups(self) -> dict[str, tuple[str, list[str]]]:
         rw, ro = policy_names(self._d.bucket)
@@ -310,11 +316,10 @@ class MemberGroupsAdapter:
         }
 
     async def _read_groups(self) -> dict[str, dict[str, Any] | None]:
-        infos: dict[str, dict[str, Any] | None] = {}
-        for group in (f"{self._d.group}-rw", f"{self._d.group}-ro"):
-            text = await _admin_or_none(f"read group {group}", lambda g=group: self._c.admin.group_info(g))
-            infos[group] = json.loads(text) if text else None
-        return infos
+        groups = (f"{self._d.group}-rw", f"{self._d.group}-ro")
+        texts = await asyncio.gather(*(_admin_or_none(f"read group {g}", lambda g=g: self._c.admin.group_info(g))
+                                       for g in groups))  # fmt: skip
+        return {group: json.loads(text) if text else None for group, text in zip(groups, texts, strict=True)}
 
     async def _learn_users(self, infos: Mapping[str, Mapping[str, Any] | None]) -> None:
         known = {user for info in infos.values() for user in (info or {}).get("members") or []}
@@ -324,8 +329,11 @@ class MemberGroupsAdapter:
         self._known = known
 
     async def observe(self) -> Observation:
-        infos = await self._read_groups()
+        infos = self._infos = await self._read_groups()
         await self._learn_users(infos)
+        return self._observation(infos)
+
+    def _observation(self, infos: Mapping[str, Mapping[str, Any] | None]) -> Observation:
         diffs, present, members = [], 0, {}
         for group, (policy, wanted) in self._groups().items():
             info = infos[group]
@@ -343,16 +351,19 @@ class MemberGroupsAdapter:
                 members[user] = "NoAccount"
         return Observation(present > 0, not diffs, "; ".join(diffs), self._d.group, members=members)
 
-    async def create(self) -> None:
-        await self._converge()
+    async def create(self) -> Observation:
+        return await self._converge()
 
-    async def update(self, observation: Observation) -> None:
-        await self._converge()
+    async def update(self, observation: Observation) -> Observation:
+        return await self._converge()
 
-    async def _converge(self) -> None:
+    async def _converge(self) -> Observation:
+        """From the groups just observed: members removed, added, the policy set; the groups as left."""
+        infos = self._infos if self._infos is not None else await self._read_groups()
+        left: dict[str, Mapping[str, Any] | None] = {}
         for group, (policy, wanted) in self._groups().items():
-            info_text = await _admin_or_none(f"read group {group}", lambda g=group: self._c.admin.group_info(g))
-            info = json.loads(info_text) if info_text else {}
+            info = infos[group] or {}
+            left[group] = {"members": wanted, "policyName": policy} if wanted else None
             actual = set(info.get("members") or [])
             extra = sorted(actual - set(wanted))
             if extra:
@@ -366,6 +377,7 @@ class MemberGroupsAdapter:
                 await s3_call(f"add members to {group}", lambda g=group, m=missing: self._c.admin.group_add(g, m))
             if _attached(info) != {policy}:
                 await _set_policy(self._c, policy, group=group)
+        return self._observation(left)
 
     async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
         for group in (f"{self._d.group}-rw", f"{self._d.group}-ro"):

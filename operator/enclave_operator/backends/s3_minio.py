@@ -19,6 +19,7 @@ untagged *empty* bucket (a create interrupted before tagging) is adopted by tagg
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import itertools
@@ -259,17 +260,20 @@ class BucketAdapter:
             adopting = ownership.raise_unless_usable(claim, self._d.owner, self.noun)
             if adopting:
                 diffs.append("retained by an earlier project of this name: adopting it")
-        versioning = await s3_call(f"read versioning of {name}", lambda: self._c.s3.get_bucket_versioning(name))
+        versioning, quota_text = await asyncio.gather(
+            s3_call(f"read versioning of {name}", lambda: self._c.s3.get_bucket_versioning(name)),
+            s3_call(f"read quota of {name}", lambda: self._c.admin.bucket_quota_get(name)),
+        )
         if (versioning.status == ENABLED) != self._d.versioning:
             diffs.append(
                 f"versioning {versioning.status or 'Off'}, want {'Enabled' if self._d.versioning else 'Suspended'}"
             )
-        quota = parse_quota(await s3_call(f"read quota of {name}", lambda: self._c.admin.bucket_quota_get(name)))
+        quota = parse_quota(quota_text)
         if quota != self._d.quota_bytes:
             diffs.append(f"quota {quota} bytes, want {self._d.quota_bytes}")
         return Observation(True, not diffs, "; ".join(diffs), name, adopting=adopting)
 
-    async def create(self) -> None:
+    async def create(self) -> Observation:
         name = self._d.name
 
         def make() -> None:
@@ -277,13 +281,13 @@ class BucketAdapter:
                 self._c.s3.make_bucket(name)
 
         await s3_call(f"create bucket {name}", make)
-        await self._converge()
+        return await self._converge()
 
-    async def update(self, observation: Observation) -> None:
-        await self._converge()
+    async def update(self, observation: Observation) -> Observation:
+        return await self._converge()
 
-    async def _converge(self) -> None:
-        """Set tag, versioning and quota; each call is idempotent."""
+    async def _converge(self) -> Observation:
+        """Set tag, versioning and quota; each call is idempotent, and together they leave the bucket as wanted."""
         name = self._d.name
         tags = Tags.new_bucket_tags()
         tags[self._d.owner.label] = self._d.owner.name
@@ -298,6 +302,7 @@ class BucketAdapter:
             await s3_call(f"set quota of {name}", lambda: self._c.admin.bucket_quota_set(name, self._d.quota_bytes))
         else:
             await s3_call(f"clear quota of {name}", lambda: self._c.admin.bucket_quota_clear(name))
+        return Observation(True, True, "", name)
 
     async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
         if policy == "Retain":

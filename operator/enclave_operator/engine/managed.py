@@ -1,10 +1,12 @@
 """One generic loop for every backend part (after Crossplane's managed reconciler).
 
 `reconcile_part` walks observe → create | update → observe again, and turns the result into the
-part's condition and events. `finalize_part` walks observe → delete per policy → observe again.
+part's condition and events. An adapter whose writes answer with the state they left returns it from
+create/update (an `Observation`), and the engine takes it instead of observing again.
+`finalize_part` walks observe → delete per policy → observe again.
 `reconcile_parts` reconciles several parts of one object at the same time, each after the parts it
 needs: a reconcile then waits for its longest chain of backend calls, not for the sum of all of them.
-Both are idempotent: running them twice, or after a crash at any line, converges to the same state,
+All are idempotent: running them twice, or after a crash at any line, converges to the same state,
 because every decision is taken from a fresh observation of the backend.
 
 A thing that exists but is not the project's (`ownership.NotOwned`: a foreign namespace, a bucket of
@@ -78,9 +80,10 @@ async def reconcile_part(adapter: Adapter, recorder: Recorder) -> PartOutcome:
     except BackendError as error:
         return _failed(adapter, "Observe", error, recorder)
     wrote = False
+    left: Observation | None = None
     if not observation.exists and not observation.up_to_date:
         try:
-            await _timed(adapter, "create", adapter.create())
+            left = await _timed(adapter, "create", adapter.create())
         except BackendError as error:
             return _failed(adapter, "Create", error, recorder)
         wrote = True
@@ -90,7 +93,7 @@ async def reconcile_part(adapter: Adapter, recorder: Recorder) -> PartOutcome:
         )
     elif observation.exists and not observation.up_to_date:
         try:
-            await _timed(adapter, "update", adapter.update(observation))
+            left = await _timed(adapter, "update", adapter.update(observation))
         except BackendError as error:
             return _failed(adapter, "Update", error, recorder)
         wrote = True
@@ -100,7 +103,9 @@ async def reconcile_part(adapter: Adapter, recorder: Recorder) -> PartOutcome:
             recorder.event("Normal", f"Adopted{adapter.noun}", f"{message} of this name (spec.adopt)")
         else:
             recorder.event("Normal", f"Updated{adapter.noun}", f"repaired {adapter.noun.lower()}: {observation.diff}")
-    if wrote:
+    if wrote and left is not None:
+        observation = left  # the backend's answers to the writes already say what is there now
+    elif wrote:
         try:
             observation = await _timed(adapter, "observe", adapter.observe())
         except BackendError as error:

@@ -26,6 +26,7 @@ deletion never hangs on something the project does not own.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 from collections.abc import AsyncIterator, Collection, Mapping
@@ -141,13 +142,29 @@ class OwnedNamespaces:
         self.owner = owner
         self._trusted = frozenset(trusted)
         self._owned: set[str] = set()
+        self._reading: dict[str, asyncio.Future[Namespace]] = {}
+
+    async def _read(self, namespace: str) -> Namespace:
+        """One GET of the namespace, shared by the parts that check it at the same time."""
+        if namespace not in self._reading:
+            read = kube.call(f"get namespace {namespace}", self._client.get(Namespace, namespace))
+            future = asyncio.ensure_future(read)
+
+            def done(finished: asyncio.Future[Namespace]) -> None:
+                self._reading.pop(namespace, None)
+                if not finished.cancelled():
+                    finished.exception()  # retrieved here: every caller that still waits gets it too
+
+            future.add_done_callback(done)
+            self._reading[namespace] = future
+        return await asyncio.shield(self._reading[namespace])
 
     async def check(self, namespace: str, *, write: bool) -> None:
         """Return when `namespace` may be used; NotOwned when it belongs to someone else."""
         if namespace in self._trusted or namespace in self._owned:
             return
         try:
-            ns = await kube.call(f"get namespace {namespace}", self._client.get(Namespace, namespace))
+            ns = await self._read(namespace)
         except kube.NotFound:
             if write:
                 raise BackendUnavailable(f"namespace {namespace} does not exist (yet)") from None
@@ -190,7 +207,11 @@ class OwnedNamespaces:
     async def create(self, obj: Any, name: str | None = None, *, namespace: str | None = None, **kwargs: Any) -> Any:
         if not isinstance(obj, Namespace):
             await self._scope(obj, name, namespace, write=True)
-        return await self._client.create(obj, name, namespace=namespace, **kwargs)
+        made = await self._client.create(obj, name, namespace=namespace, **kwargs)
+        if isinstance(made, Namespace) and self.owner is not None and made.metadata is not None:
+            if namespace_claim(made, str(made.metadata.name), self.owner).claim is Claim.OWNED:
+                self._owned.add(str(made.metadata.name))  # we just made it ours: the parts inside need not read it
+        return made
 
     async def replace(self, obj: Any, name: str | None = None, *, namespace: str | None = None, **kwargs: Any) -> Any:
         await self._scope(obj, name or obj.metadata.name, namespace, write=True)

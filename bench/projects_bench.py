@@ -52,6 +52,7 @@ from localenv import environment  # noqa: E402
 from localenv.minio import start_minio  # noqa: E402
 from localenv.plane import start_plane  # noqa: E402
 from localenv.runtime import RunDir, Service, free_port, http_ok  # noqa: E402
+from localenv.webhooks import webhook_settings  # noqa: E402
 
 KUBECTL = str(ROOT / ".cache" / "bin" / "kubectl")
 Project = create_global_resource("enclave.io", "v1alpha1", "ResearchProject", "researchprojects")
@@ -186,6 +187,8 @@ class Bench:
                 "url": ipa["url"], "caFile": ipa["ca_cert"], "username": ipa["admin_user"]}}  # fmt: skip
             self.config["slurm"] = {"slurmConf": slurm["slurm_conf"], "cluster": slurm["cluster"], "timeoutSeconds": 30}
             self.env["ENCLAVE_IPA_PASSWORD"] = ipa["password"]
+        self.config["webhook"], webhook_env = webhook_settings(self.run.path, free_port())  # served, not installed
+        self.env.update(webhook_env)
         for key, value in self.args.set or []:
             section, _, field = key.partition(".")
             self.config.setdefault(section, {})[field] = yaml.safe_load(value)

@@ -17,10 +17,16 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from localenv import environment  # noqa: E402
-from localenv.certs import loopback_server_cert  # noqa: E402
 from localenv.people import PEOPLE_FILE, add_people  # noqa: E402
 from localenv.podrunner import podrunner_service  # noqa: E402
 from localenv.runtime import REPO_ROOT, RunDir, Service, ServiceError, free_port, http_ok  # noqa: E402
+from localenv.webhooks import (  # noqa: E402
+    balancer_service,
+    ca_file,
+    install_peering,
+    install_webhooks,
+    webhook_settings,
+)
 
 PEOPLE = ("alice", "bob", "carol", "dave")
 INGEST_NAMESPACE = "enclave-ingest"
@@ -73,7 +79,7 @@ def ingest_example(run: RunDir, timeout: float = 300.0) -> None:
         if phase == "Failed":
             raise ServiceError("the example DataIngest failed: kubectl describe dataingest -n onco-flow ct-cohort-1")
         if phase == "AwaitingApproval" and not approved:
-            kubectl(run, "annotate", "dataingest/ct-cohort-1", "-n", "onco-flow", "enclave.io/approved-by=steve",
+            kubectl(run, "annotate", "dataingest/ct-cohort-1", "-n", "onco-flow", "enclave.io/approve=yes",
                     "--as=steve", "--as-group=enclave:data-stewards", "--overwrite")  # fmt: skip
             approved = True
         if time.monotonic() > deadline:
@@ -83,9 +89,15 @@ def ingest_example(run: RunDir, timeout: float = 300.0) -> None:
         print("demo: the example DataIngest had already succeeded in this run directory (resumed)")
 
 
-def operator_service(run: RunDir, facts: dict[str, Any]) -> Service:
+OPERATORS = ("enclave-operator-a", "enclave-operator-b")
+"""Two operator processes, as two pods of its Deployment: both serve the webhooks, the older one reconciles."""
+
+
+def operator_services(run: RunDir, facts: dict[str, Any]) -> list[Service]:
+    """The operator processes and the balancer in front of their webhooks (hack/localenv/webhooks.py)."""
     minio, ipa, slurm = facts["minio"], facts["freeipa"], facts["slurm"]
-    tls = loopback_server_cert(run.path / "webhook-tls", "webhook")
+    ports = [free_port() for _ in OPERATORS]
+    webhook, shared_env = webhook_settings(run.path, ports[0])
     config = run.path / "operator-config.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -103,37 +115,32 @@ def operator_service(run: RunDir, facts: dict[str, Any]) -> Service:
                     "sources": [{"name": "research-pacs", "kind": "dicomweb", "url": facts["orthanc"]["dicomweb_root"],
                                  "credentialsSecret": "research-pacs-credentials"}],
                 },
-                "webhook": {
-                    "enabled": True, "listenAddress": "127.0.0.1", "port": free_port(), "host": "127.0.0.1",
-                    "certFile": tls["cert"], "keyFile": tls["key"], "caFile": tls["ca_cert"],
-                },
+                "webhook": webhook,
+                "peering": {"lifetimeSeconds": 15},
             }
         )
     )  # fmt: skip
     config.chmod(0o600)
-    liveness, metrics = free_port(), free_port()
-    return Service(
-        name="enclave-operator",
-        argv=[
-            sys.executable,
-            "-m",
-            "enclave_operator",
-            "run",
-            f"--config={config}",
-            "--standalone",
-            "--bind=127.0.0.1",
-            f"--liveness-port={liveness}",
-            f"--metrics-port={metrics}",
-        ],  # fmt: skip
-        env={
-            "KUBECONFIG": str(run.path / "kubeconfig"),
-            "ENCLAVE_S3_ACCESS_KEY": minio["access_key"],
-            "ENCLAVE_S3_SECRET_KEY": minio["secret_key"],
-            "ENCLAVE_IPA_PASSWORD": ipa["password"],
-        },
-        ready=lambda: http_ok(f"http://127.0.0.1:{liveness}/healthz"),
-        facts={"liveness": f"http://127.0.0.1:{liveness}/healthz", "metrics": f"http://127.0.0.1:{metrics}/metrics"},
-    )
+    services = [balancer_service(free_port(), ports)]
+    for name, port in zip(OPERATORS, ports, strict=True):
+        liveness, metrics = free_port(), free_port()
+        services.append(Service(
+            name=name,
+            argv=[sys.executable, "-m", "enclave_operator", "run", f"--config={config}", f"--webhook-port={port}",
+                  "--bind=127.0.0.1", f"--liveness-port={liveness}", f"--metrics-port={metrics}"],
+            env={
+                "KUBECONFIG": str(run.path / "operator.kubeconfig"),
+                "POD_ID": name,
+                "ENCLAVE_S3_ACCESS_KEY": minio["access_key"],
+                "ENCLAVE_S3_SECRET_KEY": minio["secret_key"],
+                "ENCLAVE_IPA_PASSWORD": ipa["password"],
+                **shared_env,
+            },
+            ready=lambda liveness=liveness: http_ok(f"http://127.0.0.1:{liveness}/healthz"),
+            facts={"liveness": f"http://127.0.0.1:{liveness}/healthz",
+                   "metrics": f"http://127.0.0.1:{metrics}/metrics"},
+        ))  # fmt: skip
+    return services
 
 
 def up() -> int:
@@ -147,7 +154,13 @@ def up() -> int:
     kubectl(run, "wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
             "app.kubernetes.io/part-of=enclave-operator")  # fmt: skip
     prepare_ingest(run, facts)
-    operator = run.start(operator_service(run, facts))
+    install_peering(run.path / "kubeconfig")
+    balancer, *processes = operator_services(run, facts)
+    webhooks = run.start(balancer)
+    operator = run.start(processes[0])
+    for process in processes[1:]:
+        run.start(process)  # younger: it waits, and takes over when the first one stops
+    install_webhooks(run.path / "kubeconfig", webhooks["url"], ca_file(run.path), "webhooks.enclave.io")
     kubectl(run, "apply", "-f", str(EXAMPLE))
     kubectl(run, "wait", "--for=condition=Ready", "--timeout=180s", "researchproject/onco-flow")
     print(kubectl(run, "get", "researchprojects", "-o", "wide"))
@@ -171,7 +184,8 @@ def up() -> int:
           FreeIPA (test):  {ipa["url"]}  (CA {ipa["ca_cert"]})
           researchers:     alice, bob, carol, dave (MinIO passwords in {run.path / PEOPLE_FILE})
                            more: python3 hack/localenv add-user NAME…   (FreeIPA, LDAP and MinIO)
-          operator log:    {run.logs / "enclave-operator.log"}
+          operators:       two processes ({", ".join(OPERATORS)}); the first reconciles, both serve the
+                           webhooks at {webhooks["url"]}; logs in {run.logs}
           operator health: {operator["liveness"]}
           metrics:         {operator["metrics"]}
         """)

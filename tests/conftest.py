@@ -14,22 +14,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from enclave_operator.backends import s3_minio
 from localenv import environment
-from localenv.certs import loopback_server_cert
 from localenv.freeipa_server import start_freeipa
 from localenv.minio import start_minio
 from localenv.orthanc import start_orthanc
 from localenv.plane import start_plane
 from localenv.runtime import REPO_ROOT, RunDir, free_port
+from localenv.webhooks import balancer_service, ca_file, install_peering, webhook_settings
 from support.cluster import Cluster, kind_cluster, kubectl_binary
 from support.identity import ipa_admin, seed_ipa_users
 from support.ingest import bundled, ct_series_copies, orthanc_store
-from support.operator import OperatorProcess, write_config
+from support.operator import OperatorProcess, Webhooks, operator_process, write_config
 from support.slurm import SlurmEnv
 
 INGEST_NAMESPACE = "enclave-ingest"
+PEERING_LIFETIME_S = 10
+"""How long a killed operator process still counts as alive: the fail-over delay of the HA test."""
 NO_SKIP = os.environ.get("CI") == "true" or os.environ.get("ENCLAVE_NO_SKIP") == "1"
 _LAYERS = ("unit", "integration", "e2e", "contract")
 
@@ -121,26 +124,27 @@ def orthanc(run_dir: RunDir) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def webhook_ports() -> tuple[int, int]:
+    """The webhook ports of the two operator processes an HA test may run (the balancer knows both)."""
+    return free_port(), free_port()
+
+
+@pytest.fixture(scope="session")
+def operator_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("operator")
+
+
+@pytest.fixture(scope="session")
 def operator_config(
-    tmp_path_factory: pytest.TempPathFactory,
+    operator_dir: Path,
     minio: dict[str, Any],
     freeipa: dict[str, Any],
     slurm: SlurmEnv,
     orthanc: dict[str, Any],
+    webhook_ports: tuple[int, int],
 ) -> Path:
-    """The e2e operator's configuration: loopback MinIO, short intervals, the webhook with its own TLS."""
-    directory = tmp_path_factory.mktemp("operator")
-    tls = loopback_server_cert(directory / "tls", "webhook")
-    webhook = {
-        "enabled": True,
-        "listenAddress": "127.0.0.1",
-        "port": free_port(),
-        "host": "127.0.0.1",
-        "certFile": tls["cert"],
-        "keyFile": tls["key"],
-        "caFile": tls["ca_cert"],
-        "configurationName": f"t{secrets.token_hex(3)}.webhooks.enclave.io",
-    }
+    """The e2e operator's configuration: loopback MinIO, short intervals, the webhooks with their own TLS."""
+    webhook, _ = webhook_settings(operator_dir, webhook_ports[0], f"t{secrets.token_hex(3)}.webhooks.enclave.io")
     identity = {
         "provider": "freeipa",
         "freeipa": {"url": freeipa["url"], "caFile": freeipa["ca_cert"], "username": freeipa["admin_user"]},
@@ -156,8 +160,17 @@ def operator_config(
              "credentialsSecret": "research-pacs-credentials", "preApproved": True},
         ],
     }  # fmt: skip
-    return write_config(directory / "config.yaml", minio, webhook=webhook, identity=identity, slurm=slurm_config,
-                        ingest=ingest)  # fmt: skip
+    return write_config(operator_dir / "config.yaml", minio, webhook=webhook, identity=identity, slurm=slurm_config,
+                        ingest=ingest, peering={"lifetimeSeconds": PEERING_LIFETIME_S})  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def webhooks(crds: Cluster, run_dir: RunDir, operator_dir: Path, operator_config: Path,
+             webhook_ports: tuple[int, int]) -> Webhooks:  # fmt: skip
+    """The balancer in front of both webhook ports, and the webhook configurations pointing at it."""
+    balancer = run_dir.start(balancer_service(free_port(), list(webhook_ports)))
+    name = yaml.safe_load(operator_config.read_text())["webhook"]["configurationName"]
+    return Webhooks(crds.kubeconfig, balancer["url"], ca_file(operator_dir), name)
 
 
 @pytest.fixture(scope="session")
@@ -165,14 +178,20 @@ def operator(
     crds: Cluster,
     minio: dict[str, Any],
     freeipa: dict[str, Any],
+    operator_dir: Path,
     operator_config: Path,
+    webhooks: Webhooks,
+    webhook_ports: tuple[int, int],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    """One operator process for the e2e session; tests that kill it start it again."""
+    """One operator process for the e2e session (peered: an HA test adds a second); tests that kill it start it
+    again."""
+    install_peering(crds.kubeconfig)
     log = tmp_path_factory.mktemp("operator-log") / "operator.log"
-    process = OperatorProcess(crds.kubeconfig, operator_config, minio, log)
-    process.env["ENCLAVE_IPA_PASSWORD"] = freeipa["password"]
+    process = operator_process(crds, operator_dir, operator_config, minio, freeipa, log, pod_id="operator-a",
+                               webhook_port=webhook_ports[0])  # fmt: skip
     process.start()
+    webhooks.install()
     try:
         yield process
     finally:

@@ -2,7 +2,9 @@
 and kube-scheduler, built by hack/localplane/build.sh and run on loopback with RBAC authorization.
 
 The admin identity is a static token in system:masters; the kubeconfig written to
-`<run dir>/kubeconfig` trusts the apiserver's self-generated serving certificate.
+`<run dir>/kubeconfig` trusts the apiserver's self-generated serving certificate. The operator gets an
+identity of its own (`enclave-operator`, `<run dir>/operator.kubeconfig`), as its service account has in
+a cluster: the webhooks tell its requests (which never approve anything) from a platform admin's.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 from localenv.runtime import DEFAULT_BIN_DIR, RunDir, Service, free_port, http_ok
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+OPERATOR_USER = "enclave-operator"
+"""The operator's username on the local plane (system:masters, as a cluster-admin-bound service account)."""
 
 
 def _etcd(run: RunDir, bin_dir: Path) -> Service:
@@ -52,11 +56,17 @@ def _pki(run: RunDir) -> dict[str, str]:
         sa_key.chmod(0o600)
     token_file = pki / "tokens.csv"
     if not token_file.exists():
-        token = secrets.token_hex(24)
-        token_file.write_text(f'{token},admin,admin,"system:masters"\n')
+        token_file.write_text(f'{secrets.token_hex(24)},admin,admin,"system:masters"\n')
         token_file.chmod(0o600)
-    token = token_file.read_text().split(",", 1)[0]
-    return {"sa_key": str(sa_key), "token_file": str(token_file), "token": token, "cert_dir": str(pki / "serving")}
+    lines = token_file.read_text().splitlines()
+    if not any(",enclave-operator," in line for line in lines):
+        with token_file.open("a") as out:
+            out.write(f'{secrets.token_hex(24)},{OPERATOR_USER},{OPERATOR_USER},"system:masters"\n')
+        lines = token_file.read_text().splitlines()
+    token = lines[0].split(",", 1)[0]
+    operator = next(line for line in lines if f",{OPERATOR_USER}," in line).split(",", 1)[0]
+    return {"sa_key": str(sa_key), "token_file": str(token_file), "token": token, "operator_token": operator,
+            "cert_dir": str(pki / "serving")}  # fmt: skip
 
 
 def _apiserver(run: RunDir, bin_dir: Path, etcd_url: str, pki: dict[str, str]) -> Service:
@@ -87,10 +97,10 @@ def _apiserver(run: RunDir, bin_dir: Path, etcd_url: str, pki: dict[str, str]) -
     )
 
 
-def write_kubeconfig(run: RunDir, server: str, token: str, cert_dir: str) -> Path:
-    """Admin kubeconfig trusting the apiserver's own self-signed serving certificate chain."""
+def write_kubeconfig(run: RunDir, server: str, token: str, cert_dir: str, name: str = "kubeconfig") -> Path:
+    """A kubeconfig with `token`, trusting the apiserver's own self-signed serving certificate chain."""
     ca = (Path(cert_dir) / "apiserver.crt").read_bytes()
-    path = run.path / "kubeconfig"
+    path = run.path / name
     path.write_text(
         "\n".join(
             [
@@ -167,8 +177,9 @@ def start_plane(
     pki = _pki(run)
     api = run.start(_apiserver(run, bin_dir, etcd["url"], pki))
     kubeconfig = write_kubeconfig(run, api["url"], pki["token"], pki["cert_dir"])
+    operator = write_kubeconfig(run, api["url"], pki["operator_token"], pki["cert_dir"], "operator.kubeconfig")
     if controller_manager:
         run.start(_controller_manager(bin_dir, kubeconfig, pki))
     if scheduler:
         run.start(_scheduler(bin_dir, kubeconfig))
-    return {"server": api["url"], "kubeconfig": str(kubeconfig)}
+    return {"server": api["url"], "kubeconfig": str(kubeconfig), "operator_kubeconfig": str(operator)}

@@ -1,19 +1,31 @@
-"""Admission rules for ResearchProjects that a CRD schema cannot express (who may do what, dates
-relative to today). Pure functions; handlers.py serves them as a validating webhook.
+"""Admission rules that a CRD schema cannot express (who may do what, dates relative to today, approvals).
+Pure functions; handlers.py serves them as the operator's mutating and validating webhooks.
 
+ResearchProject, validating (`review`):
 - Creating a project with spec.validUntil in the past is refused (for everyone).
 - A non-admin may create a project only as its owner (spec.owner is the requesting user).
-- A non-admin may update only projects where they are owner or maintainer, and only an owner
-  may hand the project to another owner.
+- A non-admin may change the spec only of projects where they are owner or maintainer, and only an owner
+  may hand the project to another owner. Updates that leave the spec alone (labels, the operator's
+  finalizer and bookkeeping) are not subject to these rules, except:
+- Only the operator itself and platform admins remove the operator's finalizer (removing it would skip
+  the revocation of every access).
 - A non-admin may delete only projects they own.
-- Only platform admins may set or change the approval annotations, and only under their own name.
+- Approvals (reconcilers/approval.py): only the mutating webhook writes `enclave.io/approval`; a request
+  that changes it must carry a record this operator signed, from a platform admin; the trigger
+  `enclave.io/approve` is for platform admins only (the mutating webhook consumes it).
 - A new or changed spec must plan (`research_project.plan`, the reconciler's own checks): e.g. a reserved
   namespace name (`naming.reservedNamespaces`, the ingest and the operator's namespaces), a Slurm parent
-  the platform does not allow. Updates that leave the spec alone (finalizers, bookkeeping) are not
-  planned, so an object admitted earlier can always be finalized.
+  the platform does not allow. Objects admitted earlier can therefore always be finalized.
 - Collisions with things that exist in the backends (a foreign namespace, bucket, identity group or
   Slurm account) are found by `research_project.collisions`, which needs I/O; the webhook handler asks
   it and reports through `collision_denial`.
+
+ResearchProject, mutating (`stamp_project`): a platform admin's create or update is the approval of the
+spec as it stands, recorded as a signed `enclave.io/approval` (kept unchanged when an earlier approval
+already covers the spec, so re-applying a manifest changes nothing); for everyone else, including the
+operator, the approval stays what it was.
+
+DataIngest: the same for data stewards (`stamp_ingest`, `review_ingest`).
 """
 
 from __future__ import annotations
@@ -26,11 +38,13 @@ from typing import Any, Literal
 import pydantic
 
 from enclave_operator.api.research_project import ResearchProjectSpec
-from enclave_operator.reconcilers import research_project
-from enclave_operator.reconcilers.approval import APPROVED_ANNOTATION, APPROVED_BY_ANNOTATION, parse_approval
+from enclave_operator.reconcilers import approval, research_project
+from enclave_operator.reconcilers.approval import APPROVAL_ANNOTATION, APPROVE_ANNOTATION
 from enclave_operator.settings import IngestSettings, OperatorSettings, SelfServiceSettings
 
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+Annotations = dict[str, str | None]
+"""Annotation changes a mutating webhook makes: key → new value, or None to remove it."""
 
 
 class Denied(Exception):
@@ -41,10 +55,16 @@ class Denied(Exception):
 class Requester:
     username: str
     groups: Sequence[str]
+    operator: bool = False
+    """The request comes from this operator itself (its finalizer, its bookkeeping): it never approves."""
 
 
 def is_admin(requester: Requester, settings: SelfServiceSettings) -> bool:
-    return any(group in settings.admin_groups for group in requester.groups)
+    return not requester.operator and any(group in settings.admin_groups for group in requester.groups)
+
+
+def is_steward(requester: Requester, settings: IngestSettings) -> bool:
+    return not requester.operator and any(group in settings.steward_groups for group in requester.groups)
 
 
 def _roles(spec: Mapping[str, Any] | None) -> dict[str, str]:
@@ -55,6 +75,15 @@ def _annotations(body: Mapping[str, Any] | None) -> dict[str, str]:
     return dict(((body or {}).get("metadata") or {}).get("annotations") or {})
 
 
+def _finalizers(body: Mapping[str, Any] | None) -> list[str]:
+    return list(((body or {}).get("metadata") or {}).get("finalizers") or [])
+
+
+def _ref(kind: str, body: Mapping[str, Any] | None) -> approval.ObjectRef:
+    meta = (body or {}).get("metadata") or {}
+    return approval.ObjectRef(kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
 def review(
     *,
     operation: Operation,
@@ -63,12 +92,14 @@ def review(
     new: Mapping[str, Any] | None,
     settings: OperatorSettings,
     today: datetime.date,
+    signer: approval.Signer | None = None,
 ) -> None:
     """Raise Denied with a message naming the field when the request breaks a rule."""
     admin = is_admin(requester, settings.self_service)
     user = requester.username.removeprefix(settings.kubernetes.user_prefix)
     new_spec = (new or {}).get("spec") or {}
     old_spec = (old or {}).get("spec") or {}
+    privileged = admin or requester.operator
 
     if operation == "CREATE":
         valid_until = str(new_spec.get("validUntil", ""))
@@ -76,13 +107,17 @@ def review(
             raise Denied(f"spec.validUntil: {valid_until} is in the past; a new project needs a current approval")
         if not admin and new_spec.get("owner") != user:
             raise Denied(f"spec.owner: you ({user}) may only create projects that you own")
-    elif operation == "UPDATE" and not admin:
-        role = _roles(old_spec).get(user)
-        if role not in ("owner", "maintainer"):
-            raise Denied(f"spec.members: only the project's owners and maintainers may change it ({user} is "
-                         f"{'a ' + role if role else 'not a member'})")  # fmt: skip
-        if new_spec.get("owner") != old_spec.get("owner") and role != "owner":
-            raise Denied("spec.owner: only the current owner may hand the project to another owner")
+    elif operation == "UPDATE" and not privileged:
+        if new_spec != old_spec:
+            role = _roles(old_spec).get(user)
+            if role not in ("owner", "maintainer"):
+                raise Denied(f"spec.members: only the project's owners and maintainers may change it ({user} is "
+                             f"{'a ' + role if role else 'not a member'})")  # fmt: skip
+            if new_spec.get("owner") != old_spec.get("owner") and role != "owner":
+                raise Denied("spec.owner: only the current owner may hand the project to another owner")
+        if settings.finalizer in _finalizers(old) and settings.finalizer not in _finalizers(new):
+            raise Denied(f"metadata.finalizers: only the operator removes {settings.finalizer}; it revokes every "
+                         "access first")  # fmt: skip
     elif operation == "DELETE" and not admin:
         if _roles(old_spec).get(user) != "owner":
             raise Denied(f"metadata.name: only the project's owner may delete it ({user} is not)")
@@ -90,7 +125,7 @@ def review(
     if operation == "CREATE" or (operation == "UPDATE" and new_spec != old_spec):
         _check_plan(new, settings, today)
     if operation in ("CREATE", "UPDATE"):
-        _check_approval(user, admin, _annotations(old), _annotations(new))
+        _check_approval("ResearchProject", "platform admins", admin, requester, old, new, signer)
 
 
 def _check_plan(new: Mapping[str, Any] | None, settings: OperatorSettings, today: datetime.date) -> None:
@@ -111,33 +146,78 @@ def collision_denial(name: str, found: Sequence[str]) -> Denied:
     return Denied(f"metadata.name: {name} collides with what exists: {'; '.join(found)}")
 
 
-def _check_approval(user: str, admin: bool, old: Mapping[str, str], new: Mapping[str, str]) -> None:
-    keys = (APPROVED_ANNOTATION, APPROVED_BY_ANNOTATION)
-    if all(old.get(k) == new.get(k) for k in keys):
+def _check_approval(kind: str, approvers: str, authorized: bool, requester: Requester,
+                    old: Mapping[str, Any] | None, new: Mapping[str, Any] | None,
+                    signer: approval.Signer | None) -> None:  # fmt: skip
+    """Second line behind the mutating webhook: the trigger is for approvers, the record only ever ours."""
+    before, after = _annotations(old), _annotations(new)
+    if APPROVE_ANNOTATION in after and not authorized:
+        raise Denied(f"metadata.annotations[{APPROVE_ANNOTATION}]: only {approvers} may approve")
+    if after.get(APPROVAL_ANNOTATION) == before.get(APPROVAL_ANNOTATION):
         return
-    if not admin:
-        raise Denied(f"metadata.annotations[{APPROVED_ANNOTATION}]: only platform admins may approve projects")
-    if APPROVED_ANNOTATION in new:
-        try:
-            parse_approval(new[APPROVED_ANNOTATION])
-        except ValueError as error:
-            raise Denied(f"metadata.annotations[{APPROVED_ANNOTATION}]: {error}") from None
-        if new.get(APPROVED_BY_ANNOTATION) != user:
-            raise Denied(f"metadata.annotations[{APPROVED_BY_ANNOTATION}]: must be your own name ({user})")
+    if not authorized:
+        raise Denied(f"metadata.annotations[{APPROVAL_ANNOTATION}]: only {approvers} may approve, and only the "
+                     "operator's webhook writes this annotation")  # fmt: skip
+    if APPROVAL_ANNOTATION in after:
+        found = signer.verify(_ref(kind, new), after[APPROVAL_ANNOTATION]) if signer else None
+        if found is None or found.by != requester.username:
+            raise Denied(f"metadata.annotations[{APPROVAL_ANNOTATION}]: not a record this operator signed for "
+                         f"{requester.username}; approve with {APPROVE_ANNOTATION}=yes instead")  # fmt: skip
 
 
-INGEST_APPROVED_BY = "enclave.io/approved-by"
+def _keep(before: Mapping[str, str], after: Mapping[str, str]) -> Annotations:
+    """Someone who may not approve: an approval their update dropped (kubectl replace, edit) is put back; one they
+    set or changed is left for the validating webhook to refuse, with a message, rather than dropped silently."""
+    if APPROVAL_ANNOTATION not in after and APPROVAL_ANNOTATION in before:
+        return {APPROVAL_ANNOTATION: before[APPROVAL_ANNOTATION]}
+    return {}
 
 
-def review_ingest(
-    *, requester: Requester, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, ingest: IngestSettings
-) -> None:
-    """A DataIngest's approval annotation may be set only by a data steward, under their own name."""
-    before = _annotations(old).get(INGEST_APPROVED_BY)
-    after = _annotations(new).get(INGEST_APPROVED_BY)
-    if before == after:
-        return
-    if not any(group in ingest.steward_groups for group in requester.groups):
-        raise Denied(f"metadata.annotations[{INGEST_APPROVED_BY}]: only data stewards may approve ingests")
-    if after is not None and after != requester.username:
-        raise Denied(f"metadata.annotations[{INGEST_APPROVED_BY}]: must be your own name ({requester.username})")
+def stamp_project(
+    *,
+    operation: Operation,
+    requester: Requester,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any],
+    settings: OperatorSettings,
+    signer: approval.Signer,
+    now: datetime.datetime,
+) -> Annotations:
+    """The mutating webhook's annotation changes for a project create or update (see the module docstring)."""
+    ref = _ref("ResearchProject", new)
+    before, after = _annotations(old), _annotations(new)
+    if not is_admin(requester, settings.self_service):
+        return _keep(before, after)
+    changes: Annotations = {APPROVE_ANNOTATION: None}
+    try:
+        spec = ResearchProjectSpec.model_validate(dict(new.get("spec") or {}))
+    except pydantic.ValidationError:
+        return changes  # the schema refuses it
+    if operation == "UPDATE" and APPROVE_ANNOTATION not in after:
+        for text in (after.get(APPROVAL_ANNOTATION), before.get(APPROVAL_ANNOTATION)):
+            found = signer.verify(ref, text)
+            if found is not None and approval.covers(found, spec, settings.self_service):
+                return {**changes, APPROVAL_ANNOTATION: text}  # unchanged: re-applying changes nothing
+    changes[APPROVAL_ANNOTATION] = signer.stamp(ref, requester.username, approval.governed(spec), now)
+    return changes
+
+
+def review_ingest(*, requester: Requester, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None,
+                  ingest: IngestSettings, signer: approval.Signer | None = None) -> None:  # fmt: skip
+    """A DataIngest's approval: only data stewards, only as the webhook signed it."""
+    _check_approval("DataIngest", "data stewards", is_steward(requester, ingest), requester, old, new, signer)
+
+
+def stamp_ingest(*, operation: Operation, requester: Requester, old: Mapping[str, Any] | None,
+                 new: Mapping[str, Any], ingest: IngestSettings, signer: approval.Signer,
+                 now: datetime.datetime) -> Annotations:  # fmt: skip
+    """A steward's create, update or `enclave.io/approve` approves the ingest (its spec is immutable)."""
+    before, after = _annotations(old), _annotations(new)
+    if not is_steward(requester, ingest):
+        return _keep(before, after)
+    ref = _ref("DataIngest", new)
+    changes: Annotations = {APPROVE_ANNOTATION: None}
+    if APPROVE_ANNOTATION not in after and signer.verify(ref, before.get(APPROVAL_ANNOTATION)) is not None:
+        return {**changes, APPROVAL_ANNOTATION: before.get(APPROVAL_ANNOTATION)}
+    changes[APPROVAL_ANNOTATION] = signer.stamp(ref, requester.username, {}, now)
+    return changes

@@ -1,16 +1,24 @@
 """`enclave-operator`: run the operator, check a configuration, or print the CRDs.
 
 enclave-operator run --config config.yaml [--liveness-port 8080] [--metrics-port 9090] [--log-format json]
+                     [--webhook-port 9443] [--standalone]
 enclave-operator check-config --config config.yaml
 enclave-operator crds
+enclave-operator webhook-config (--url https://host:port | --service namespace/name[:port]) --ca-file ca.crt
+
+Several `run` processes may serve one cluster (high availability): every process serves the webhooks;
+one reconciles, chosen by kopf peering with the start time as priority (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import logging
+import secrets
 import sys
+import time
 from pathlib import Path
 
 from enclave_operator import settings as settings_mod
@@ -25,6 +33,8 @@ def _run(args: argparse.Namespace) -> int:
     from enclave_operator import handlers
 
     config = settings_mod.load(args.config)
+    if args.webhook_port:
+        config = config.model_copy(update={"webhook": config.webhook.model_copy(update={"port": args.webhook_port})})
     kopf.configure(
         debug=args.debug,
         verbose=args.verbose,
@@ -43,9 +53,40 @@ def _run(args: argparse.Namespace) -> int:
             registry=registry,
             clusterwide=True,
             standalone=args.standalone,
+            peering_name=None if args.standalone else config.peering.name,
+            priority=None if args.standalone else start_priority(),
             liveness_endpoint=liveness,
         )
     )
+    return 0
+
+
+def start_priority() -> int:
+    """kopf peering priority: the older the process, the higher (ties broken at random).
+
+    The oldest live process reconciles; a process that (re)starts while another runs waits as a standby
+    instead of taking over in the middle of its work. Equal priorities would pause both, hence the
+    random tie-breaker below the millisecond.
+    """
+    return -(time.time_ns() // 1_000_000 * 1000 + secrets.randbelow(1000))
+
+
+def _webhook_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from enclave_operator import handlers
+
+    name = args.name or settings_mod.WebhookSettings().configuration_name
+    if args.url:
+        client: dict[str, object] = {"url": args.url}
+    else:
+        ref, _, port = args.service.partition(":")
+        namespace, _, service = ref.partition("/")
+        if not namespace or not service:
+            raise settings_mod.ConfigError("--service must be namespace/name[:port]")
+        client = {"service": {"namespace": namespace, "name": service, "port": int(port or 443)}}
+    client["caBundle"] = base64.b64encode(Path(args.ca_file).read_bytes()).decode()
+    sys.stdout.write(yaml.safe_dump_all(handlers.webhook_configurations(name, client), sort_keys=False))
     return 0
 
 
@@ -60,16 +101,25 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--liveness-port", type=int, default=8080, help="liveness endpoint port (0 disables)")
     run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0 disables)")
     run.add_argument("--log-format", choices=("plain", "json"), default="plain")
-    run.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
+    run.add_argument("--standalone", action="store_true", help="no peering (a single process)")
+    run.add_argument("--webhook-port", type=int, default=0, help="webhook port (default: webhook.port)")
     run.add_argument("--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", type=Path)
     sub.add_parser("crds", help="print the CRDs generated from the typed API")
+    hook = sub.add_parser("webhook-config", help="print the webhook configurations the deployment installs")
+    where = hook.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="https://host:port the API server reaches (every process behind it)")
+    where.add_argument("--service", help="namespace/name[:port] of the Service in front of the processes")
+    hook.add_argument("--ca-file", required=True, type=Path, help="CA of the serving certificate (caBundle)")
+    hook.add_argument("--name", help="configuration name (default: webhooks.enclave.io)")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "webhook-config":
+            return _webhook_config(args)
         if args.command == "check-config":
             settings_mod.load(args.config)
             print("configuration is valid")

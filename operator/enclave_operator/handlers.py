@@ -1,18 +1,24 @@
 """All kopf handlers: thin wrappers that call the reconcilers and translate results for kopf.
 
 `register(registry, settings)` wires them up, so intervals can come from the configuration.
+
+Webhooks: every operator process serves the same mutating and validating webhooks (`WEBHOOKS`); their
+configurations are not managed by kopf (kopf empties a managed configuration when its process exits,
+which would switch admission off whenever one of several processes stops) but installed by the
+deployment from `webhook_configurations()` (`enclave-operator webhook-config`), failurePolicy Fail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import kopf
 
@@ -27,9 +33,64 @@ from enclave_operator.reconcilers import data_ingest, research_project
 from enclave_operator.runtime import Runtime
 from enclave_operator.settings import IntervalSettings, OperatorSettings
 
-ANNOTATION_PREFIX = GROUP
+KOPF_PREFIX = f"kopf.{GROUP}"
+"""kopf's own annotations (progress, last handled configuration). Not `enclave.io`: kopf ignores changes to
+annotations under its prefix, and `enclave.io/approval` must start a reconcile at once (issue 14.1)."""
 PROJECTS = (GROUP, VERSION, PROJECT_KIND.plural)
 INGESTS = (GROUP, VERSION, INGEST_KIND.plural)
+
+
+@dataclasses.dataclass(frozen=True)
+class Webhook:
+    """One admission webhook: the kopf handler id is also its URL path."""
+
+    id: str
+    plural: str
+    type: Literal["Mutating", "Validating"]
+    operations: tuple[str, ...]
+
+
+WEBHOOKS = (
+    Webhook("stamp-project", PROJECT_KIND.plural, "Mutating", ("CREATE", "UPDATE")),
+    Webhook("policy", PROJECT_KIND.plural, "Validating", ("CREATE", "UPDATE", "DELETE")),
+    Webhook("stamp-ingest", INGEST_KIND.plural, "Mutating", ("CREATE", "UPDATE")),
+    Webhook("approval", INGEST_KIND.plural, "Validating", ("CREATE", "UPDATE")),
+)
+WEBHOOK_TIMEOUT_S = 15
+"""The API server's bound of one webhook call; collision checks ask every backend once (≈ 1 s)."""
+
+
+def webhook_configurations(name: str, client_config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The MutatingWebhookConfiguration and ValidatingWebhookConfiguration for `client_config` (a `url` or a
+    `service` reference, with `caBundle`): one webhook per entry of WEBHOOKS, path = handler id."""
+    out = []
+    for type_ in ("Mutating", "Validating"):
+        hooks = []
+        for hook in (h for h in WEBHOOKS if h.type == type_):
+            config = dict(client_config)
+            if "url" in config:
+                config["url"] = f"{config['url'].rstrip('/')}/{hook.id}"
+            else:
+                config["service"] = {**config["service"], "path": f"/{hook.id}"}
+            hooks.append({
+                "name": f"{hook.id}.{name}",
+                "clientConfig": config,
+                "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": [hook.plural],
+                           "operations": list(hook.operations), "scope": "*"}],
+                "failurePolicy": "Fail",
+                "matchPolicy": "Equivalent",
+                "sideEffects": "None",
+                "timeoutSeconds": WEBHOOK_TIMEOUT_S,
+                "admissionReviewVersions": ["v1"],
+                **({"reinvocationPolicy": "Never"} if type_ == "Mutating" else {}),
+            })  # fmt: skip
+        out.append({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": f"{type_}WebhookConfiguration",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "enclave-operator"}},
+            "webhooks": hooks,
+        })  # fmt: skip
+    return out
 
 
 @contextlib.asynccontextmanager
@@ -63,27 +124,22 @@ def today() -> datetime.date:
 def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:
     """Our finalizer and annotation names, watch timeouts, and which log records become events."""
     settings.persistence.finalizer = config.finalizer
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
+    settings.peering.lifetime = config.peering.lifetime_seconds
     settings.watching.server_timeout = 300  # the API server ends each watch after this; kopf re-lists
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.WARNING  # our recorder posts the meaningful Normal events
     settings.execution.max_workers = 32  # blocking backend SDK calls run in this pool (asyncio.to_thread)
     settings.background.cancellation_polling = 2  # a resync running when deletion starts delays it this long
-    if config.webhook.enabled:
-        hook = config.webhook
-        settings.admission.server = kopf.WebhookServer(
-            addr=hook.listen_address,
-            port=hook.port,
-            host=hook.host,
-            certfile=str(hook.cert_file),
-            pkeyfile=str(hook.key_file),
-            cafile=str(hook.ca_file) if hook.ca_file else None,
-        )
-        settings.admission.managed = hook.configuration_name
+    hook = config.webhook
+    settings.admission.server = kopf.WebhookServer(
+        addr=hook.listen_address, port=hook.port, certfile=str(hook.cert_file), pkeyfile=str(hook.key_file)
+    )
+    settings.admission.managed = None  # the deployment owns the configurations (module docstring)
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
@@ -95,9 +151,15 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
         configure(settings, config)
         memo.runtime = Runtime.create(config)
+        logger.info("running as %s", await memo.runtime.learn_identity())
+
+    def requester(userinfo: dict[str, Any], runtime: Runtime) -> admission.Requester:
+        username = str(userinfo.get("username", ""))
+        groups = tuple(userinfo.get("groups") or ())
+        return admission.Requester(username, groups, operator=bool(runtime.identity) and username == runtime.identity)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
@@ -105,12 +167,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         if runtime is not None:
             await runtime.close()
 
-    async def _reconcile(body: kopf.Body, memo: kopf.Memo, retry: int = 0, priority: Priority = Priority.EDIT) -> None:
+    async def _reconcile(
+        scheduled: kopf.Body, memo: kopf.Memo, retry: int = 0, priority: Priority = Priority.EDIT
+    ) -> None:
         runtime: Runtime = memo.runtime
-        meta = body["metadata"]
-        recorder = KubeRecorder(runtime.backends.kube, body)
+        uid = scheduled["metadata"]["uid"]
         # The slot before the lock: a resync waiting for a slot must not hold the lock an edit of the object needs.
-        async with runtime.slots.take(priority), runtime.locks[meta["uid"]], observed(PROJECT_KIND.kind) as outcome:
+        # The body is read again under the lock: the one kopf scheduled may be stale by now.
+        async with runtime.slots.take(priority), runtime.locks[uid], observed(PROJECT_KIND.kind) as outcome:
+            body = await status_io.read_project(runtime.backends.kube, scheduled["metadata"]["name"], uid)
+            if body is None:
+                return  # gone meanwhile
+            meta = body["metadata"]
+            recorder = KubeRecorder(runtime.backends.kube, body)
             result = await research_project.reconcile(
                 name=meta["name"],
                 generation=int(meta.get("generation", 0)),
@@ -122,6 +191,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                 today=today(),
                 annotations=dict(meta.get("annotations") or {}),
                 uid=str(meta.get("uid", "")),
+                signer=runtime.signer,
             )
             await recorder.flush()
             if result.changed:
@@ -149,54 +219,71 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         await asyncio.sleep(random.uniform(0, config.intervals.resync_jitter * config.intervals.resync_seconds))
         await _reconcile(body, memo, priority=Priority.RESYNC)
 
-    if config.webhook.enabled:
-
-        @kopf.on.validate(*PROJECTS, registry=registry, id="policy", operations=["CREATE", "UPDATE", "DELETE"])
-        async def validate_project(
-            operation: str,
-            userinfo: dict[str, Any],
-            old: kopf.Body | None,
-            new: kopf.Body | None,
-            body: kopf.Body,
-            memo: kopf.Memo,
-            **_: Any,
-        ) -> None:
-            """Who may create, change, approve and delete projects; names that collide (see admission.py)."""
-            requester = admission.Requester(str(userinfo.get("username", "")), tuple(userinfo.get("groups") or ()))
-            created = new if new is not None else (body if operation == "CREATE" else None)
-            try:
-                admission.review(
-                    operation=operation,  # type: ignore[arg-type]
-                    requester=requester,
-                    old=old,
-                    new=created,
-                    settings=config,
-                    today=today(),
-                )
-                if operation == "CREATE" and created is not None:
-                    runtime: Runtime = memo.runtime
-                    meta = created.get("metadata") or {}
-                    name = str(meta.get("name", ""))
-                    found = await research_project.collisions(
-                        name, str(meta.get("uid") or "new"), created.get("spec") or {}, runtime.backends,
-                        runtime.settings, today(),
-                    )  # fmt: skip
-                    if found:
-                        raise admission.collision_denial(name, found)
-            except admission.Denied as denied:
-                raise kopf.AdmissionError(str(denied), code=403) from None
-
-    async def _reconcile_ingest(body: kopf.Body, memo: kopf.Memo) -> None:
+    @kopf.on.mutate(*PROJECTS, registry=registry, id="stamp-project", operations=["CREATE", "UPDATE"])
+    def stamp_project(operation: str, userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None,
+                      body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # fmt: skip
+        """A platform admin's create or update approves the project as it stands (see admission.py)."""
         runtime: Runtime = memo.runtime
-        meta = body["metadata"]
-        recorder = KubeRecorder(runtime.backends.kube, body)
-        async with runtime.locks[meta["uid"]], observed(INGEST_KIND.kind):
+        assert runtime.signer is not None
+        changes = admission.stamp_project(
+            operation=operation,  # type: ignore[arg-type]
+            requester=requester(userinfo, runtime), old=old, new=new if new is not None else body,
+            settings=config, signer=runtime.signer, now=datetime.datetime.now(datetime.UTC),
+        )  # fmt: skip
+        for key, value in changes.items():
+            patch.metadata.annotations[key] = value
+
+    @kopf.on.validate(*PROJECTS, registry=registry, id="policy", operations=["CREATE", "UPDATE", "DELETE"])
+    async def validate_project(
+        operation: str,
+        userinfo: dict[str, Any],
+        old: kopf.Body | None,
+        new: kopf.Body | None,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        **_: Any,
+    ) -> None:
+        """Who may create, change, approve and delete projects; names that collide (see admission.py)."""
+        runtime: Runtime = memo.runtime
+        created = new if new is not None else (body if operation == "CREATE" else None)
+        try:
+            admission.review(
+                operation=operation,  # type: ignore[arg-type]
+                requester=requester(userinfo, runtime),
+                old=old,
+                new=created,
+                settings=config,
+                today=today(),
+                signer=runtime.signer,
+            )
+            if operation == "CREATE" and created is not None:
+                meta = created.get("metadata") or {}
+                name = str(meta.get("name", ""))
+                found = await research_project.collisions(
+                    name, str(meta.get("uid") or "new"), created.get("spec") or {}, runtime.backends,
+                    runtime.settings, today(),
+                )  # fmt: skip
+                if found:
+                    raise admission.collision_denial(name, found)
+        except admission.Denied as denied:
+            raise kopf.AdmissionError(str(denied), code=403) from None
+
+    async def _reconcile_ingest(scheduled: kopf.Body, memo: kopf.Memo) -> None:
+        runtime: Runtime = memo.runtime
+        known = scheduled["metadata"]
+        async with runtime.locks[known["uid"]], observed(INGEST_KIND.kind):
+            body = await status_io.read_ingest(runtime.backends.kube, known["namespace"], known["name"], known["uid"])
+            if body is None:
+                return  # gone meanwhile
+            meta = body["metadata"]
+            recorder = KubeRecorder(runtime.backends.kube, body)
             result = await data_ingest.reconcile(
                 body=body,
                 backends=runtime.backends,
                 settings=runtime.settings,
                 recorder=recorder,
                 now=datetime.datetime.now(datetime.UTC),
+                signer=runtime.signer,
             )
             await recorder.flush()
             if result.changed:
@@ -235,18 +322,31 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             raise kopf.TemporaryError(outcome.message, delay=backoff(runtime.settings.intervals, retry))
         runtime.locks.pop(body["metadata"]["uid"], None)
 
-    if config.webhook.enabled:
+    @kopf.on.mutate(*INGESTS, registry=registry, id="stamp-ingest", operations=["CREATE", "UPDATE"])
+    def stamp_ingest(operation: str, userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None,
+                     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # fmt: skip
+        """A data steward's create, update or `enclave.io/approve` approves the ingest."""
+        runtime: Runtime = memo.runtime
+        assert runtime.signer is not None
+        changes = admission.stamp_ingest(
+            operation=operation,  # type: ignore[arg-type]
+            requester=requester(userinfo, runtime), old=old, new=new if new is not None else body,
+            ingest=config.ingest, signer=runtime.signer, now=datetime.datetime.now(datetime.UTC),
+        )  # fmt: skip
+        for key, value in changes.items():
+            patch.metadata.annotations[key] = value
 
-        @kopf.on.validate(*INGESTS, registry=registry, id="approval", operations=["CREATE", "UPDATE"])
-        def validate_ingest(userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None,
-                            body: kopf.Body, **_: Any) -> None:  # fmt: skip
-            """Only data stewards approve ingests, under their own name."""
-            requester = admission.Requester(str(userinfo.get("username", "")), tuple(userinfo.get("groups") or ()))
-            try:
-                admission.review_ingest(requester=requester, old=old, new=new if new is not None else body,
-                                        ingest=config.ingest)  # fmt: skip
-            except admission.Denied as denied:
-                raise kopf.AdmissionError(str(denied), code=403) from None
+    @kopf.on.validate(*INGESTS, registry=registry, id="approval", operations=["CREATE", "UPDATE"])
+    def validate_ingest(userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None,
+                        body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # fmt: skip
+        """Only data stewards approve ingests, only as the webhook signed it."""
+        runtime: Runtime = memo.runtime
+        try:
+            admission.review_ingest(requester=requester(userinfo, runtime), old=old,
+                                    new=new if new is not None else body, ingest=config.ingest,
+                                    signer=runtime.signer)  # fmt: skip
+        except admission.Denied as denied:
+            raise kopf.AdmissionError(str(denied), code=403) from None
 
     @kopf.on.delete(*PROJECTS, registry=registry, id="finalize")
     async def delete_project(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:

@@ -9,7 +9,9 @@ import dataclasses
 
 import httpx2
 from lightkube import AsyncClient
+from lightkube.resources.authentication_v1 import SelfSubjectReview
 
+from enclave_operator import signing
 from enclave_operator.backends import identity_freeipa, identity_ldap, s3_minio, slurm_accounts, throttle
 from enclave_operator.engine.slots import Slots
 from enclave_operator.reconcilers.research_project import Backends, IdentityClient
@@ -23,12 +25,23 @@ KUBE_TIMEOUT_S = 15.0
 class Runtime:
     settings: OperatorSettings
     backends: Backends
+    signer: signing.Signer | None = None
+    """Signs and verifies approvals (the key from webhook.signingKeyEnv)."""
+    identity: str = ""
+    """The operator's own Kubernetes username (SelfSubjectReview): its requests never approve anything."""
     locks: collections.defaultdict[str, asyncio.Lock] = dataclasses.field(
         default_factory=lambda: collections.defaultdict(asyncio.Lock)
     )
     """One lock per object uid: timers and event handlers of one object never run at once."""
     slots: Slots = dataclasses.field(default_factory=lambda: Slots(16))
     """Reconciles at once, by priority (settings.throttle.reconciles)."""
+
+    async def learn_identity(self) -> str:
+        """Ask the API server who this process is (authentication.k8s.io/v1 SelfSubjectReview)."""
+        review = await self.backends.kube.create(SelfSubjectReview())
+        info = review.status.userInfo if review.status else None
+        self.identity = str(info.username) if info and info.username else ""
+        return self.identity
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Runtime:
@@ -58,7 +71,7 @@ class Runtime:
             identity = identity_ldap.LdapClient(settings.identity.ldap)
         slurm = slurm_accounts.Sacctmgr(settings.slurm) if settings.slurm is not None else None
         backends = Backends(kube=kube, s3=s3_minio.S3Clients(conn), identity=identity, slurm=slurm)
-        return cls(settings, backends, slots=Slots(limits.reconciles))
+        return cls(settings, backends, signer=settings.webhook.signer(), slots=Slots(limits.reconciles))
 
     async def close(self) -> None:
         await self.backends.kube.close()

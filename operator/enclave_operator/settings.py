@@ -14,6 +14,7 @@ import pydantic
 import yaml
 from pydantic.alias_generators import to_camel
 
+from enclave_operator import signing as approval_keys
 from enclave_operator.backends.identity_freeipa import FreeIpaSettings
 from enclave_operator.backends.identity_ldap import LdapSettings
 from enclave_operator.backends.slurm_accounts import SlurmSettings
@@ -117,38 +118,106 @@ class SelfServiceSettings(_Settings):
     max_memory: str = pydantic.Field("128Gi", description="Largest Kubernetes memory quota without approval.")
     max_gpu: int = pydantic.Field(1, ge=0, description="Most Kubernetes GPUs without approval.")
     max_storage: str = pydantic.Field("1Ti", description="Largest bucket quota without approval.")
+    egress: list[str] = pydantic.Field(
+        default_factory=list,
+        description="Networks (CIDRs) projects may reach without approval, e.g. the enclave's web proxy. Any other "
+        "spec.network.egress rule waits for a platform admin: no internet except through the proxy.",
+    )
+    slurm_parent: str = pydantic.Field("root", description="The Slurm parent account that needs no approval.")
+    slurm_qos: list[str] = pydantic.Field(
+        default_factory=lambda: ["normal"], description="Slurm QOS a project may use without approval."
+    )
+    max_slurm_cpu: int | None = pydantic.Field(
+        256, ge=0, description="Largest Slurm GrpTRES cpu without approval (cores); null: no limit needed."
+    )
+    max_slurm_mem: str | None = pydantic.Field(
+        "1Ti", description="Largest Slurm GrpTRES mem without approval (a quantity); null: no limit needed."
+    )
+    max_slurm_gpu: int | None = pydantic.Field(
+        1, ge=0, description="Largest Slurm GrpTRES gres/gpu without approval; null: no limit needed."
+    )
 
-    @pydantic.field_validator("max_cpu", "max_memory", "max_storage")
+    @pydantic.field_validator("max_cpu", "max_memory", "max_storage", "max_slurm_mem")
     @classmethod
-    def _quantity(cls, value: str) -> str:
+    def _quantity(cls, value: str | None) -> str | None:
         from enclave_operator import quantity
 
-        quantity.parse(value)
+        if value is not None:
+            quantity.parse(value)
+        return value
+
+    @pydantic.field_validator("egress")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
         return value
 
 
 class WebhookSettings(_Settings):
-    """The validating admission webhook (served by the operator process)."""
+    """The admission webhooks (mutating and validating), served by every operator process.
 
-    enabled: bool = pydantic.Field(False, description="Serve the webhook and register it with the API server.")
+    They are not optional (issue 14.2): they enforce who may create, change, approve and delete, and they
+    sign the approvals the controller trusts. The deployment (Helm chart, hack/localenv) installs the
+    webhook configurations, printed by `enclave-operator webhook-config`, in front of every process.
+    """
+
+    enabled: bool = pydantic.Field(
+        True, description="Must stay true: the operator does not run the approval gates without its webhook."
+    )
     listen_address: str = pydantic.Field("0.0.0.0", description="Address to listen on.")
-    port: int = pydantic.Field(9443, ge=1, le=65535, description="Port to listen on.")
-    host: str | None = pydantic.Field(None, description="Host name the API server uses to reach the webhook.")
-    cert_file: Path | None = pydantic.Field(None, description="Serving certificate (PEM); required when enabled.")
-    key_file: Path | None = pydantic.Field(None, description="Serving key (PEM); required when enabled.")
-    ca_file: Path | None = pydantic.Field(None, description="CA that signed the certificate, for the caBundle.")
+    port: int = pydantic.Field(9443, ge=1, le=65535, description="Port to listen on (`run --webhook-port` overrides).")
+    cert_file: Path = pydantic.Field(
+        Path("/etc/enclave/webhook/tls.crt"), description="Serving certificate (PEM), reloaded when it changes."
+    )
+    key_file: Path = pydantic.Field(Path("/etc/enclave/webhook/tls.key"), description="Serving key (PEM).")
+    signing_key_env: str = pydantic.Field(
+        "ENCLAVE_SIGNING_KEY",
+        min_length=1,
+        description="Environment variable holding the key (at least 32 bytes, the same in every operator process) "
+        "that signs approvals; whoever holds it can forge one, so keep it in a Secret only the operator reads.",
+    )
     configuration_name: str = pydantic.Field(
         "webhooks.enclave.io",
         pattern=r"^[a-z0-9-]+(\.[a-z0-9-]+){2,}$",
-        description="Name of the ValidatingWebhookConfiguration the operator manages; a domain with 3+ parts "
-        "because webhook names derive from it.",
+        description="Name of the Mutating- and ValidatingWebhookConfiguration (`webhook-config`); a domain with 3+ "
+        "parts because webhook names derive from it.",
     )
 
-    @pydantic.model_validator(mode="after")
-    def _files_when_enabled(self) -> WebhookSettings:
-        if self.enabled and not (self.cert_file and self.key_file):
-            raise ValueError("certFile and keyFile are required when the webhook is enabled")
-        return self
+    @pydantic.field_validator("enabled")
+    @classmethod
+    def _always(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError(
+                "the admission webhook cannot be disabled: it enforces who may create, change, approve and delete "
+                "projects and ingests, and signs the approvals the controller trusts"
+            )
+        return value
+
+    def signer(self) -> approval_keys.Signer:
+        """The approval signer from the environment; an error names the variable."""
+        value = os.environ.get(self.signing_key_env, "")
+        try:
+            return approval_keys.Signer(value.encode())
+        except ValueError as error:
+            raise ConfigError(f"webhook: environment variable {self.signing_key_env}: {error}") from None
+
+
+class PeeringSettings(_Settings):
+    """Several operator processes (high availability): all serve the webhooks, one reconciles.
+
+    kopf peering (a ClusterKopfPeering object, manifests/peering.yaml): each process announces itself with a
+    priority; lower-priority processes pause. The priority is the start time (older first), so a restarted
+    process never takes over from one that runs; when the active one dies its record expires after
+    `lifetimeSeconds` and the next-oldest resumes. `run --standalone` skips peering (one process).
+    """
+
+    name: str = pydantic.Field("enclave-operator", description="The ClusterKopfPeering object's name.")
+    lifetime_seconds: int = pydantic.Field(
+        30, ge=5, le=600, description="How long a silent process counts as alive, seconds: the fail-over delay."
+    )
 
 
 class IngestSourceSettings(_Settings):
@@ -284,7 +353,8 @@ class OperatorSettings(_Settings):
     self_service: SelfServiceSettings = pydantic.Field(
         default_factory=SelfServiceSettings, description="Self-service tier and admins."
     )
-    webhook: WebhookSettings = pydantic.Field(default_factory=WebhookSettings, description="Admission webhook.")
+    webhook: WebhookSettings = pydantic.Field(default_factory=WebhookSettings, description="Admission webhooks.")
+    peering: PeeringSettings = pydantic.Field(default_factory=PeeringSettings, description="Several processes.")
     ingest: IngestSettings = pydantic.Field(default_factory=IngestSettings, description="DataIngest workers.")
     identity: IdentitySettings | None = pydantic.Field(None, description="Identity groups; absent means none.")
     slurm: SlurmSettings | None = pydantic.Field(None, description="Slurm accounting; absent means no Slurm.")
@@ -320,6 +390,10 @@ def load(path: Path | str | None = None) -> OperatorSettings:
         raise ConfigError(f"configuration {path} is not valid YAML: {error}") from None
     settings = parse(data, str(path))
     settings.s3.credentials()  # fail at start-up, not at the first reconcile
+    settings.webhook.signer()
+    for name, file in (("certFile", settings.webhook.cert_file), ("keyFile", settings.webhook.key_file)):
+        if not file.is_file():
+            raise ConfigError(f"webhook.{name}: {file} does not exist (the webhook's serving certificate and key)")
     if settings.identity is not None:
         section = settings.identity.freeipa if settings.identity.provider == "freeipa" else settings.identity.ldap
         assert section is not None

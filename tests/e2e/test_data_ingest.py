@@ -77,11 +77,16 @@ def test_ingest_waits_for_a_steward_then_runs_verifies_and_records_provenance(
     wait_for(lambda: _phase(platform, project_name, "ct-cohort-1") == "AwaitingApproval", timeout=60,
              what="AwaitingApproval")  # fmt: skip
 
-    # The researcher cannot approve their own ingest; a data steward can, under their own name.
+    # The maintainer cannot approve their own ingest (finding 14.2), not even by writing a record by hand; a data
+    # steward can, and the webhook records who.
     approve = ["annotate", "dataingest", "ct-cohort-1", "-n", project_name]
-    denied = platform.run(*approve, "enclave.io/approved-by=bob", "--as=bob", "--as-group=researchers", check=False)
+    denied = platform.run(*approve, "enclave.io/approve=yes", "--as=bob", "--as-group=researchers", check=False)
     assert denied.returncode != 0 and "only data stewards may approve" in denied.stderr, denied.stderr
-    platform.run(*approve, "enclave.io/approved-by=steve", "--as=steve", f"--as-group={STEWARDS}")
+    forged = '{"by":"steve","at":"2026-01-01T00:00:00Z","grant":{},"sig":"00"}'
+    denied = platform.run(*approve, f"enclave.io/approval={forged}", "--as=bob", "--as-group=researchers",
+                          check=False)  # fmt: skip
+    assert denied.returncode != 0 and "only data stewards may approve" in denied.stderr, denied.stderr
+    platform.run(*approve, "enclave.io/approve=yes", "--as=steve", f"--as-group={STEWARDS}")
 
     done = wait_for(
         lambda: (

@@ -15,7 +15,7 @@ from support import timeouts
 from support.builders import ProjectBuilder
 from support.cluster import Cluster
 from support.identity import ipa_admin
-from support.operator import OperatorProcess, webhook_down
+from support.operator import OperatorProcess, Webhooks, webhook_down
 from support.projects import condition, events_for, wait_gone, wait_ready
 from support.slurm import SlurmEnv
 from support.wait import wait_for
@@ -66,14 +66,14 @@ def test_finding_8_1_names_that_collide_are_refused_at_admission(
 
 
 def test_finding_8_1_and_3_a_project_admitted_while_the_webhook_was_down_writes_nothing_there(
-    crds: Cluster, operator: OperatorProcess, project_name: str
+    crds: Cluster, operator: OperatorProcess, webhooks: Webhooks, project_name: str
 ) -> None:
     """kube-public (reserved) and a team's own namespace: no member gains any access, deletion completes."""
     foreign = project_name
     crds.run("create", "namespace", foreign)
     crds.run("label", "namespace", foreign, "team=radiology-it")
     names = ("kube-public", foreign)
-    with webhook_down(operator):  # as during an outage, or admitted by an older version
+    with webhook_down(webhooks):  # as admitted by an older version, or while an admin had removed the webhooks
         for name in names:
             crds.apply(yaml.safe_dump(ProjectBuilder(name).member("bob").deletion("Delete").obj()))
     try:

@@ -10,11 +10,13 @@ from pathlib import Path
 import yaml
 
 from enclave_operator.backends import s3_minio
+from localenv.runtime import free_port
+from localenv.webhooks import webhook_settings
 from support import timeouts
 from support.builders import ProjectBuilder
 from support.cluster import Cluster
-from support.operator import OperatorProcess, webhook_down, write_config
-from support.projects import condition, events_for, wait_gone, wait_ready
+from support.operator import OperatorProcess, Webhooks, webhook_down, write_config
+from support.projects import condition, events_for, settled, wait_gone, wait_ready
 from support.wait import wait_for
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "research-project.yaml"
@@ -92,19 +94,6 @@ def test_spec_change_is_carried_through_and_observed(
     crds.run("delete", "researchproject", project_name, "--timeout=60s")
 
 
-def settled(cluster: Cluster, name: str) -> dict:
-    """The object once its resourceVersion stopped moving (the operator finished its bookkeeping)."""
-    seen: list[str] = []
-
-    def stable() -> dict | None:
-        obj = cluster.get_json("researchproject", name, "--show-managed-fields")
-        assert obj is not None
-        seen.append(obj["metadata"]["resourceVersion"])
-        return obj if len(seen) >= 3 and len(set(seen[-3:])) == 1 else None
-
-    return wait_for(stable, timeout=timeouts.READY, what=f"{name} to stop changing", interval=0.5)
-
-
 def _backend_writes(operator: OperatorProcess) -> float:
     total = 0.0
     for line in operator.metrics().splitlines():
@@ -130,13 +119,15 @@ def test_server_side_reapply_changes_nothing(crds: Cluster, operator: OperatorPr
     crds.run("delete", "researchproject", project_name, "--timeout=60s")
 
 
-def test_invalid_spec_reaching_the_operator_is_stalled_not_crashed(crds: Cluster, operator: OperatorProcess) -> None:
+def test_invalid_spec_reaching_the_operator_is_stalled_not_crashed(
+    crds: Cluster, operator: OperatorProcess, webhooks: Webhooks
+) -> None:
     """A name the naming template turns into an invalid bucket (3+ chars needed): refused at admission, and
     stalled with a reason when it got in without the webhook."""
     manifest = yaml.safe_dump(ProjectBuilder("ab").deletion("Delete").obj())
     refused = crds.run("apply", "-f", "-", input=manifest, check=False)
     assert refused.returncode != 0 and "metadata.name: bucket name 'ab'" in refused.stderr, refused.stderr
-    with webhook_down(operator):
+    with webhook_down(webhooks):
         crds.apply(manifest)
     obj = wait_for(
         lambda: (o := crds.get_json("researchproject", "ab")) and condition(o, "Stalled") and o,
@@ -160,9 +151,11 @@ def test_metrics_count_reconciles_per_kind(crds: Cluster, operator: OperatorProc
 
 
 def test_json_logs_are_one_object_per_line(crds: Cluster, operator: OperatorProcess, tmp_path: Path) -> None:
-    # Its own configuration without the webhook: a second webhook server would unregister the first's on exit.
-    config = write_config(tmp_path / "config.yaml", operator.minio)
-    second = OperatorProcess(operator.kubeconfig, config, operator.minio, tmp_path / "json.log")
+    # A second, younger process: it pauses in favour of the session's (peering) and serves webhooks on a port of its
+    # own, behind no balancer.
+    webhook, _ = webhook_settings(tmp_path, free_port())
+    config = write_config(tmp_path / "config.yaml", operator.minio, webhook=webhook)
+    second = OperatorProcess(operator.kubeconfig, config, operator.minio, tmp_path / "json.log", pod_id="json-logs")
     second.env = dict(operator.env)
     second.extra_args = ["--log-format", "json"]
     second.start()

@@ -4,18 +4,23 @@ with users impersonated as the API server would authenticate them (`kubectl --as
 from __future__ import annotations
 
 import datetime
+import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from support.builders import ProjectBuilder
 from support.cluster import Cluster
-from support.operator import OperatorProcess
-from support.projects import condition, wait_ready
+from support.operator import OperatorProcess, operator_process
+from support.projects import condition, events_for, settled, wait_ready
 from support.wait import wait_for
 
 RESEARCHERS = "researchers"
+APPROVAL = "enclave.io/approval"
 
 
 @pytest.fixture(scope="module")
@@ -84,40 +89,122 @@ def test_only_owners_and_maintainers_edit_and_only_owners_delete(
     assert code == 0, out
 
 
+def _approved(cluster: Cluster, name: str, status: str = "True") -> dict | None:
+    obj = cluster.get_json("researchproject", name)
+    return obj if (condition(obj, "Approved") or {}).get("status") == status else None
+
+
+def _quota(cluster: Cluster, name: str) -> dict:
+    return (cluster.get_json("resourcequota", "enclave-quota", "-n", name) or {}).get("spec", {}).get("hard", {})
+
+
 def test_requests_above_the_tier_wait_for_an_admin(
     researchers: Cluster, operator: OperatorProcess, project_name: str
 ) -> None:
     big = _project(project_name, compute={"kubernetes": {"gpu": 4}})
     assert _as(researchers, "alice", "apply", "-f", "-", manifest=big)[0] == 0
-    waiting = wait_for(
-        lambda: (
-            (o := researchers.get_json("researchproject", project_name))
-            and (condition(o, "Approved") or {}).get("status") == "False"
-            and o
-        ),
-        timeout=60,
-        what="Approved=False",
-    )
+    waiting = wait_for(lambda: _approved(researchers, project_name, "False"), timeout=60, what="Approved=False")
     assert condition(waiting, "Approved")["reason"] == "AwaitingApproval"
     assert "gpu 4 > 1" in condition(waiting, "Ready")["message"]
-    assert researchers.get_json("namespace", project_name) is None, "nothing is provisioned before approval"
-    approve = ["annotate", "researchproject", project_name, "enclave.io/approved=cpu=8,memory=32Gi,gpu=4,storage=1Gi"]
-    code, out = _as(researchers, "alice", *approve, "enclave.io/approved-by=alice")
-    assert code != 0 and "only platform admins may approve" in out, out
-    researchers.run(*approve, "enclave.io/approved-by=admin")  # the local plane's admin (system:masters)
+    assert APPROVAL not in waiting["metadata"].get("annotations", {}), "a researcher's request carries no approval"
+    wait_for(lambda: _quota(researchers, project_name).get("requests.nvidia.com/gpu") == "1", timeout=60,
+             what="the project running with the tier meanwhile (finding 14.4)")  # fmt: skip
+    for annotation in ("enclave.io/approve=yes", f'{APPROVAL}={{"by":"alice"}}'):
+        code, out = _as(researchers, "alice", "annotate", "researchproject", project_name, annotation)
+        assert code != 0 and "only platform admins may approve" in out, out
+    researchers.run("annotate", "researchproject", project_name, "enclave.io/approve=yes")  # the plane's admin
     approved = wait_ready(researchers, project_name)
     assert condition(approved, "Approved")["reason"] == "ApprovedByAdmin"
-    # Raising the request beyond the approval makes it wait again, without undoing what exists.
+    assert "approved by admin" in condition(approved, "Approved")["message"]
+    assert json.loads(approved["metadata"]["annotations"][APPROVAL])["by"] == "admin"
+    assert "enclave.io/approve" not in approved["metadata"]["annotations"], "the trigger is consumed"
+    assert _quota(researchers, project_name)["requests.nvidia.com/gpu"] == "4"
+    # Raising the request beyond the approval makes it wait again, without undoing what was approved.
     big["spec"]["compute"]["kubernetes"]["gpu"] = 8
     assert _as(researchers, "alice", "apply", "-f", "-", manifest=big)[0] == 0
-    wait_for(
-        lambda: (
-            (condition(researchers.get_json("researchproject", project_name), "Approved") or {}).get("status")
-            == "False"
-        ),
-        timeout=60,
-        what="Approved=False again",
-    )
-    quota = researchers.get_json("resourcequota", "enclave-quota", "-n", project_name)
-    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "4"
+    wait_for(lambda: _approved(researchers, project_name, "False"), timeout=60, what="Approved=False again")
+    assert _quota(researchers, project_name)["requests.nvidia.com/gpu"] == "4"
     researchers.run("delete", "researchproject", project_name, "--timeout=60s")
+
+
+def test_finding_8_9_an_admins_apply_is_the_approval_recorded_with_who(
+    researchers: Cluster, operator: OperatorProcess, project_name: str
+) -> None:
+    big = _project(project_name, compute={"kubernetes": {"gpu": 4}})
+    manifest = yaml.safe_dump(big)
+    researchers.run("apply", "--server-side", "--field-manager=argocd", "-f", "-", input=manifest)  # GitOps as admin
+    ready = wait_ready(researchers, project_name)
+    assert condition(ready, "Approved")["reason"] == "ApprovedByAdmin"
+    record = json.loads(ready["metadata"]["annotations"][APPROVAL])
+    assert record["by"] == "admin" and record["grant"]["gpu"] == 4
+    assert ("Normal", "ApprovedProject") in {(t, r) for t, r, _ in events_for(researchers, project_name)}
+    before = settled(researchers, project_name)
+    researchers.run("apply", "--server-side", "--field-manager=argocd", "-f", "-", input=manifest)
+    after = settled(researchers, project_name)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], "re-applying changes nothing"
+    researchers.run("delete", "researchproject", project_name, "--timeout=60s")
+
+
+def test_finding_14_3_egress_slurm_and_a_later_end_date_wait_for_an_admin(
+    researchers: Cluster, operator: OperatorProcess, project_name: str
+) -> None:
+    soon = (datetime.date.today() + datetime.timedelta(days=30)).isoformat()
+    asked = _project(project_name, network={"egress": [{"cidr": "0.0.0.0/0"}]}, validUntil=soon)
+    assert _as(researchers, "alice", "apply", "-f", "-", manifest=asked)[0] == 0
+    waiting = wait_for(lambda: _approved(researchers, project_name, "False"), timeout=60, what="Approved=False")
+    assert "egress to 0.0.0.0/0" in condition(waiting, "Approved")["message"]
+    wait_for(lambda: researchers.get_json("rolebinding", "enclave-owner", "-n", project_name), timeout=60,
+             what="the project provisioned meanwhile")  # fmt: skip
+    assert researchers.get_json("networkpolicy", "enclave-allow-egress", "-n", project_name) is None, "no internet"
+    later = (datetime.date.today() + datetime.timedelta(days=400)).isoformat()
+    asked["spec"].update(network={"egress": []}, validUntil=later)
+    assert _as(researchers, "alice", "apply", "-f", "-", manifest=asked)[0] == 0
+    extended = wait_for(
+        lambda: (o := _approved(researchers, project_name, "False")) and "validUntil" in
+        condition(o, "Approved")["message"] and o, timeout=60, what="the extension waiting",
+    )  # fmt: skip
+    assert extended["status"]["validUntil"] == soon, "the approved end date stays in force"
+    researchers.run("delete", "researchproject", project_name, "--timeout=60s")
+
+
+def test_finding_14_4_revocations_do_not_wait_for_a_pending_request(
+    researchers: Cluster, operator: OperatorProcess, project_name: str
+) -> None:
+    assert _as(researchers, "alice", "apply", "-f", "-", manifest=_project(project_name))[0] == 0
+    wait_ready(researchers, project_name)
+    assert _as(researchers, "bob", "auth", "can-i", "create", "pods", "-n", project_name)[1].strip() == "yes"
+    pending = _project(project_name, compute={"kubernetes": {"gpu": 8}})
+    pending["spec"]["members"] = [m for m in pending["spec"]["members"] if m["user"] != "bob"]
+    assert _as(researchers, "alice", "apply", "-f", "-", manifest=pending)[0] == 0
+    wait_for(lambda: _as(researchers, "bob", "auth", "can-i", "get", "pods", "-n", project_name)[1].strip() == "no",
+             timeout=60, what="bob's access revoked while the GPU request waits")  # fmt: skip
+    waiting = wait_for(lambda: _approved(researchers, project_name, "False"), timeout=60, what="the request waiting")
+    assert "gpu 8 > 1" in condition(waiting, "Approved")["message"]
+    researchers.run("delete", "researchproject", project_name, "--timeout=60s")
+
+
+def test_finding_14_1_an_approval_acts_within_seconds(
+    researchers: Cluster, operator: OperatorProcess, operator_dir: Path, operator_config: Path,
+    minio: dict[str, Any], freeipa: dict[str, Any], webhook_ports: tuple[int, int], tmp_path: Path, project_name: str,
+) -> None:  # fmt: skip
+    """With a five-minute resync, only the approval itself can start the reconcile that applies it."""
+    config = yaml.safe_load(operator_config.read_text())
+    config["intervals"]["resyncSeconds"] = 300
+    slow_config = tmp_path / "slow.yaml"
+    slow_config.write_text(yaml.safe_dump(config))
+    operator.stop()
+    slow = operator_process(researchers, operator_dir, slow_config, minio, freeipa, tmp_path / "slow.log",
+                            pod_id="operator-a", webhook_port=webhook_ports[0])  # fmt: skip
+    slow.start()
+    try:
+        big = _project(project_name, compute={"kubernetes": {"gpu": 4}})
+        assert _as(researchers, "alice", "apply", "-f", "-", manifest=big)[0] == 0
+        wait_for(lambda: _approved(researchers, project_name, "False"), timeout=60, what="Approved=False")
+        start = time.monotonic()
+        researchers.run("annotate", "researchproject", project_name, "enclave.io/approve=yes")
+        wait_for(lambda: _approved(researchers, project_name), timeout=60, what="the approval to take effect")
+        assert time.monotonic() - start < 30, "the approval waited for a resync"
+        researchers.run("delete", "researchproject", project_name, "--timeout=60s")
+    finally:
+        slow.stop()
+        operator.start()

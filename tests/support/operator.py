@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,7 +15,9 @@ from typing import Any
 import yaml
 
 from localenv.runtime import free_port, http_ok
+from localenv.webhooks import install_webhooks, remove_webhooks, webhook_settings
 from support import timeouts
+from support.cluster import Cluster
 from support.wait import Fatal, wait_for
 
 
@@ -29,16 +32,22 @@ def write_config(path: Path, minio: dict[str, Any], **overrides: Any) -> Path:
 
 
 class OperatorProcess:
-    """Start, SIGKILL and stop `enclave-operator run`; its log goes to a file for the test report."""
+    """Start, SIGKILL and stop `enclave-operator run`; its log goes to a file for the test report.
 
-    def __init__(self, kubeconfig: Path, config: Path, minio: dict[str, Any], log: Path) -> None:
+    Like a pod: `pod_id` (kopf's peering identity, POD_ID) survives restarts of the process, so a restarted
+    process replaces its own peering record; several processes with their own `webhook_port` form an HA set.
+    """
+
+    def __init__(self, kubeconfig: Path, config: Path, minio: dict[str, Any], log: Path, *,
+                 pod_id: str = "operator-a", webhook_port: int = 0, standalone: bool = False) -> None:  # fmt: skip
         self.kubeconfig, self.config, self.minio, self.log = kubeconfig, config, minio, log
+        self.pod_id, self.webhook_port, self.standalone = pod_id, webhook_port, standalone
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
         self.liveness_port = 0
         self.extra_args: list[str] = []
         self.env: dict[str, str] = {}
-        """Extra environment (backend passwords), as a Secret would provide it."""
+        """Extra environment (backend passwords, the signing key), as a Secret would provide it."""
 
     def start(self) -> OperatorProcess:
         self.liveness_port, self.metrics_port = free_port(), free_port()
@@ -47,11 +56,14 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "ENCLAVE_S3_ACCESS_KEY": self.minio["access_key"],
             "ENCLAVE_S3_SECRET_KEY": self.minio["secret_key"],
+            "POD_ID": self.pod_id,
             **self.env,
         }
+        flags = ["--standalone"] if self.standalone else []
+        flags += ["--webhook-port", str(self.webhook_port)] if self.webhook_port else []
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "enclave_operator", "run", "--config", str(self.config), "--standalone",
+                [sys.executable, "-m", "enclave_operator", "run", "--config", str(self.config), *flags,
                  "--bind", "127.0.0.1", "--liveness-port", str(self.liveness_port),
                  "--metrics-port", str(self.metrics_port), "--verbose", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -100,14 +112,38 @@ class OperatorProcess:
         return total
 
 
-@contextlib.contextmanager
-def webhook_down(operator: OperatorProcess) -> Iterator[None]:
-    """Objects created inside are admitted without the webhook, as during an outage or by an older version.
+@dataclasses.dataclass(frozen=True)
+class Webhooks:
+    """The webhook configurations of a test session, as the deployment installs them (hack/localenv/webhooks.py)."""
 
-    Stopping the operator (SIGTERM) makes kopf empty its webhook configuration; starting it again restores it.
-    """
-    operator.stop()
+    kubeconfig: Path
+    url: str
+    ca_file: Path
+    name: str
+
+    def install(self) -> None:
+        install_webhooks(self.kubeconfig, self.url, self.ca_file, self.name)
+
+    def remove(self) -> None:
+        remove_webhooks(self.kubeconfig, self.name)
+
+
+@contextlib.contextmanager
+def webhook_down(webhooks: Webhooks) -> Iterator[None]:
+    """Objects created inside are admitted without the webhooks, as by an older version or while an admin had
+    removed the configurations."""
+    webhooks.remove()
     try:
         yield
     finally:
-        operator.start()
+        webhooks.install()
+
+
+def operator_process(crds: Cluster, operator_dir: Path, config: Path, minio: dict[str, Any], freeipa: dict[str, Any],
+                     log: Path, *, pod_id: str, webhook_port: int) -> OperatorProcess:  # fmt: skip
+    """One operator process with its own identity on the plane, like a pod of the operator's Deployment."""
+    kubeconfig = Path(os.environ.get("ENCLAVE_OPERATOR_KUBECONFIG") or crds.kubeconfig.with_name("operator.kubeconfig"))
+    process = OperatorProcess(kubeconfig, config, minio, log, pod_id=pod_id, webhook_port=webhook_port)
+    _, shared = webhook_settings(operator_dir, webhook_port)
+    process.env.update({"ENCLAVE_IPA_PASSWORD": freeipa["password"], **shared})
+    return process

@@ -33,3 +33,16 @@ def wait_gone(cluster: Cluster, *args: str, timeout: float = timeouts.DELETE) ->
 def events_for(cluster: Cluster, name: str) -> list[tuple[str, str, str]]:
     out = cluster.get_json("events", "-A", "--field-selector", f"involvedObject.name={name}") or {"items": []}
     return [(e["type"], e["reason"], e.get("message", "")) for e in out["items"]]
+
+
+def settled(cluster: Cluster, name: str) -> dict:
+    """The object once its resourceVersion stopped moving (the operator finished its bookkeeping)."""
+    seen: list[str] = []
+
+    def stable() -> dict | None:
+        obj = cluster.get_json("researchproject", name, "--show-managed-fields")
+        assert obj is not None
+        seen.append(obj["metadata"]["resourceVersion"])
+        return obj if len(seen) >= 3 and len(set(seen[-3:])) == 1 else None
+
+    return wait_for(stable, timeout=timeouts.READY, what=f"{name} to stop changing", interval=0.5)

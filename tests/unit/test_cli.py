@@ -11,10 +11,49 @@ from enclave_operator import cli
 
 def test_check_config_names_the_bad_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("s3: {endpoint: 'https://minio:9000'}\nwebhook: {enabled: true}\n")
+    config.write_text("s3: {endpoint: 'https://minio:9000'}\nwebhook: {enabled: false}\n")
     assert cli.main(["check-config", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "s3.endpoint" in err and "webhook" in err and "certFile and keyFile" in err
+    assert "s3.endpoint" in err and "webhook.enabled" in err and "cannot be disabled" in err
+
+
+def test_finding_14_2_the_operator_does_not_start_without_its_webhook_and_signing_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENCLAVE_S3_ACCESS_KEY", "a")
+    monkeypatch.setenv("ENCLAVE_S3_SECRET_KEY", "b")
+    monkeypatch.delenv("ENCLAVE_SIGNING_KEY", raising=False)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"s3: {{endpoint: 'minio:9000'}}\n"
+                      f"webhook: {{certFile: {tmp_path}/t.crt, keyFile: {tmp_path}/t.key}}\n")  # fmt: skip
+    assert cli.main(["check-config", "--config", str(config)]) == 2
+    assert "ENCLAVE_SIGNING_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("ENCLAVE_SIGNING_KEY", "short")
+    assert cli.main(["check-config", "--config", str(config)]) == 2
+    assert "at least 32 bytes" in capsys.readouterr().err
+    monkeypatch.setenv("ENCLAVE_SIGNING_KEY", "s" * 32)
+    assert cli.main(["check-config", "--config", str(config)]) == 2
+    assert "webhook.certFile" in capsys.readouterr().err
+    (tmp_path / "t.crt").write_text("x")
+    (tmp_path / "t.key").write_text("x")
+    assert cli.main(["check-config", "--config", str(config)]) == 0
+
+
+def test_webhook_config_prints_both_configurations_for_every_handler(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    (tmp_path / "ca.crt").write_bytes(b"CA")
+    assert cli.main(["webhook-config", "--service", "enclave-system/enclave-operator:443", "--ca-file",
+                     str(tmp_path / "ca.crt")]) == 0  # fmt: skip
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in docs] == ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
+    hooks = {h["name"]: h for d in docs for h in d["webhooks"]}
+    assert set(hooks) == {"stamp-project.webhooks.enclave.io", "stamp-ingest.webhooks.enclave.io",
+                          "policy.webhooks.enclave.io", "approval.webhooks.enclave.io"}  # fmt: skip
+    assert all(h["failurePolicy"] == "Fail" and h["clientConfig"]["caBundle"] == "Q0E=" for h in hooks.values())
+    assert hooks["policy.webhooks.enclave.io"]["clientConfig"]["service"]["path"] == "/policy"
 
 
 def test_run_refuses_to_start_without_credentials(

@@ -42,8 +42,12 @@ def test_missing_credentials_name_the_variable(tmp_path: Path, monkeypatch: pyte
 def test_valid_configuration_with_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENCLAVE_S3_ACCESS_KEY", "a")
     monkeypatch.setenv("ENCLAVE_S3_SECRET_KEY", "b")
+    monkeypatch.setenv("ENCLAVE_SIGNING_KEY", "k" * 32)
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text("pem")
     path = tmp_path / "c.yaml"
-    path.write_text("s3: {endpoint: 'minio.enclave.svc:9000'}\nnaming: {bucket: 'enclave-{project}'}\n")
+    path.write_text("s3: {endpoint: 'minio.enclave.svc:9000'}\nnaming: {bucket: 'enclave-{project}'}\n"
+                    f"webhook: {{certFile: {tmp_path}/tls.crt, keyFile: {tmp_path}/tls.key}}\n")  # fmt: skip
     loaded = settings.load(path)
     assert loaded.naming.bucket.format(project="x") == "enclave-x"
     assert loaded.finalizer == "enclave.io/finalizer"

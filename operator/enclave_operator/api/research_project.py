@@ -235,6 +235,11 @@ class ResearchProjectStatus(ConditionedStatus):
     member_count: int | None = pydantic.Field(
         None, description="memberCount: number of members whose access has not expired.", ge=0
     )
+    valid_until: datetime.date | None = pydantic.Field(
+        None,
+        description="validUntil: the end date in force: spec.validUntil, or the last approved date while an "
+        "extension waits for a platform admin's approval.",
+    )
     members: list[MemberStatus] = pydantic.Field(
         default_factory=list,
         description="members: per member, the state in each backend.",

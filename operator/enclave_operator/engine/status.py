@@ -1,4 +1,11 @@
-"""Writing an object's status subresource (merge patch), only when the reconciler says it changed."""
+"""Reading an object fresh, and writing its status subresource (merge patch) only when the reconciler says it
+changed.
+
+Why read fresh: kopf hands a handler the body it had when the handler was scheduled. A timer or event
+handler that then waits for the per-object lock (another handler of the same object is running) would
+work on a stale body, e.g. a status from before the other handler's write, and overwrite it (issue 14.7).
+Handlers therefore take the lock first and read the object inside it.
+"""
 
 from __future__ import annotations
 
@@ -31,3 +38,23 @@ async def write_ingest_status(client: AsyncClient, namespace: str, name: str, st
         client.patch(DataIngestResource.Status, name, {"status": dict(status)}, namespace=namespace,
                      patch_type=PatchType.MERGE),
     )  # fmt: skip
+
+
+async def read_project(client: AsyncClient, name: str, uid: str) -> dict[str, Any] | None:
+    """The project as it is now; None when it is gone (or is another object of the same name)."""
+    return await _read(client, ResearchProjectResource, name, None, uid)
+
+
+async def read_ingest(client: AsyncClient, namespace: str, name: str, uid: str) -> dict[str, Any] | None:
+    return await _read(client, DataIngestResource, name, namespace, uid)
+
+
+async def _read(
+    client: AsyncClient, resource: Any, name: str, namespace: str | None, uid: str
+) -> dict[str, Any] | None:
+    try:
+        obj = await kube.call(f"read {name}", client.get(resource, name, namespace=namespace))
+    except kube.NotFound:
+        return None
+    body = dict(obj.to_dict())
+    return body if (body.get("metadata") or {}).get("uid") == uid else None

@@ -24,6 +24,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Namespace, Secret, ServiceAccount
 
 from enclave_operator import conditions, reasons
+from enclave_operator.api.data_ingest import KIND as INGEST_KIND_INFO
 from enclave_operator.api.data_ingest import DataIngestSpec
 from enclave_operator.backends import kube, s3_access, s3_minio
 from enclave_operator.backends.errors import BackendError
@@ -34,11 +35,12 @@ from enclave_operator.engine.recorder import Recorder
 from enclave_operator.engine.status import ResearchProjectResource
 from enclave_operator.ingest import job as jobs
 from enclave_operator.ingest import layout
+from enclave_operator.reconcilers import approval
 from enclave_operator.reconcilers.research_project import Backends
 from enclave_operator.settings import OperatorSettings
 
-APPROVED_BY_ANNOTATION = "enclave.io/approved-by"
 FINAL_PHASES = ("Succeeded", "Failed")
+INGEST_KIND = INGEST_KIND_INFO.kind
 READY = reasons.READY
 WORKERS_READY = "WorkersReady"
 
@@ -252,7 +254,9 @@ async def reconcile(
     settings: OperatorSettings,
     recorder: Recorder,
     now: datetime.datetime,
+    signer: approval.Signer | None = None,
 ) -> IngestResult:
+    """One reconcile of one ingest. Approvals are trusted only when `signer` verifies them (reconcilers/approval.py)."""
     meta = body["metadata"]
     ns, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
     generation = int(meta.get("generation", 1))
@@ -282,14 +286,16 @@ async def reconcile(
         return _waiting(current, generation, "Pending", "ProjectNotReady", why)
 
     annotations = dict(meta.get("annotations") or {})
-    approver = f"pre-approved source {source.name}" if source.pre_approved else annotations.get(APPROVED_BY_ANNOTATION)
+    found, unverified = approval.read(signer, approval.ObjectRef(INGEST_KIND, ns, name), annotations)
+    approver = f"pre-approved source {source.name}" if source.pre_approved else (found.by if found else "")
     if not approver:
+        how = f"a data steward approves with: kubectl annotate dataingest -n {ns} {name} " \
+              f"{approval.APPROVE_ANNOTATION}=yes"  # fmt: skip
+        if unverified:
+            how = f"the {approval.APPROVAL_ANNOTATION} annotation is not signed by this operator and is ignored; {how}"
         if current.get("phase") != "AwaitingApproval":
-            recorder.event("Normal", "AwaitingApproval", "a data steward approves with: kubectl annotate dataingest "
-                           f"-n {ns} {name} {APPROVED_BY_ANNOTATION}=<steward>")  # fmt: skip
-        return _waiting(current, generation, "AwaitingApproval", "AwaitingApproval",
-                        f"waiting for a data steward: kubectl annotate dataingest -n {ns} {name} "
-                        f"{APPROVED_BY_ANNOTATION}=<steward>")  # fmt: skip
+            recorder.event("Normal", "AwaitingApproval", how)
+        return _waiting(current, generation, "AwaitingApproval", "AwaitingApproval", f"waiting: {how}")
 
     ingest = parts(ns=ns, name=name, uid=uid, project=spec.project, bucket=bucket, spec=spec,
                    backends=backends, settings=settings)  # fmt: skip

@@ -9,6 +9,7 @@ unit-tested; nothing here imports kopf.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import fnmatch
@@ -25,6 +26,7 @@ from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
 from enclave_operator import conditions, reasons
+from enclave_operator.api.research_project import KIND as PROJECT_KIND_INFO
 from enclave_operator.api.research_project import ResearchProjectSpec, Role
 from enclave_operator.backends import (
     identity,
@@ -51,6 +53,9 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
 WRITER_ROLES: frozenset[Role] = frozenset({"owner", "maintainer", "member"})
 logger = logging.getLogger(__name__)
+ADMISSION_CHECK_S = 4.0
+"""Bound of one backend's collision check during admission, seconds (the API server gives the webhook 15 s)."""
+PROJECT_KIND = PROJECT_KIND_INFO.kind
 
 
 class InvalidPlan(Exception):
@@ -243,8 +248,9 @@ async def collisions(
     """For admission of a new project: every derived name that exists and this project could not take.
 
     Asks the same `claim()` the adapters use, once per backend root (namespace, identity group, bucket,
-    Slurm account). A backend that cannot be reached is skipped: the adapters check again before they
-    write, and say so in a condition. An invalid spec is left to the schema and the reconciler.
+    Slurm account), all at once and each bounded by ADMISSION_CHECK_S. A backend that cannot be reached
+    or does not answer in time is skipped (a hung backend must not fail every create): the adapters
+    check again before they write, and say so in a condition. An invalid spec is left to the schema.
     """
     try:
         project = plan(name, ResearchProjectSpec.model_validate(dict(raw_spec)), settings, today, uid)
@@ -256,21 +262,20 @@ async def collisions(
     roots.append(s3_minio.BucketAdapter(backends.s3, project.bucket))
     if project.slurm is not None and backends.slurm is not None:
         roots.append(slurm_accounts.SlurmAccountAdapter(backends.slurm.settings, project.slurm, runner=backends.slurm))
-    found = []
-    for root in roots:
+
+    async def check(root: Any) -> str | None:
         try:
-            result = await root.claim()
+            result = await asyncio.wait_for(root.claim(), ADMISSION_CHECK_S)
         except ownership.NotOwned as error:
-            found.append(str(error))
-            continue
-        except BackendError as error:
-            logger.info("admission could not check %s of %s: %s", root.noun, name, error)
-            continue
+            return str(error)
+        except (BackendError, TimeoutError) as error:
+            logger.info("admission could not check %s of %s: %s", root.noun, name, error or "timed out")
+            return None
         if result.claim is ownership.Claim.RETAINED and root.noun in project.owner.adopt:
-            continue
-        if not result.usable:
-            found.append(result.message)
-    return found
+            return None
+        return None if result.usable else result.message
+
+    return [message for message in await asyncio.gather(*(check(root) for root in roots)) if message]
 
 
 def _scheduler(project: ProjectPlan, backends: Backends) -> list[Adapter]:
@@ -353,12 +358,17 @@ async def reconcile(
     today: datetime.date,
     annotations: Mapping[str, str] | None = None,
     uid: str = "",
+    signer: approval.Signer | None = None,
 ) -> ReconcileResult:
-    """One reconcile of one project; safe to run again at any time, and a no-op when nothing changed."""
+    """One reconcile of one project; safe to run again at any time, and a no-op when nothing changed.
+
+    Applies the *effective* spec (approval.decide): what is above the self-service tier and not approved by
+    a verified approval waits, everything else (members, expiries, the cordon) is applied now.
+    """
     current = dict(current_status or {})
     try:
-        spec = ResearchProjectSpec.model_validate(dict(raw_spec))
-        project = plan(name, spec, settings, today, uid)
+        requested = ResearchProjectSpec.model_validate(dict(raw_spec))
+        plan(name, requested, settings, today, uid)  # an invalid request stalls, approved or not
     except pydantic.ValidationError as error:
         first = error.errors()[0]
         message = f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
@@ -368,22 +378,20 @@ async def reconcile(
         recorder.event("Warning", reasons.EVENT_INVALID_SPEC, str(error))
         return _stalled_result(current, generation, str(error))
 
-    decision = approval.decide(spec, annotations or {}, settings.self_service, name)
+    found, unverified = approval.read(signer, approval.ObjectRef(PROJECT_KIND, "", name), annotations or {})
+    baseline = datetime.date.fromisoformat(current["validUntil"]) if current.get("validUntil") else None
+    decision = approval.decide(requested, found, settings.self_service, name, baseline_valid_until=baseline,
+                               unverified=unverified)  # fmt: skip
+    spec = decision.effective
+    project = plan(name, spec, settings, today, uid)
     approved = conditions.Cond(reasons.APPROVED, "True" if decision.approved else "False", decision.reason,
                                decision.message)  # fmt: skip
-    if not decision.approved:
-        # Nothing is provisioned or changed until a platform admin approves the request.
-        waiting = [
-            conditions.false(reasons.READY, decision.reason, decision.message),
-            conditions.false(reasons.RECONCILING, decision.reason, "waiting for approval"),
-            conditions.false(reasons.STALLED, decision.reason, ""),
-            approved,
-        ]
-        merged, _ = conditions.merge(current.get("conditions", []), waiting, generation)
-        status = {**current, "observedGeneration": generation, "conditions": merged}
-        if status != current:
+    previous = conditions.get(current.get("conditions", []), reasons.APPROVED) or {}
+    if (previous.get("reason"), previous.get("message")) != (decision.reason, decision.message):
+        if not decision.approved:
             recorder.event("Normal", reasons.EVENT_AWAITING_APPROVAL, decision.message)
-        return ReconcileResult(status, status != current, False, decision.message, 0)
+        elif found is not None:
+            recorder.event("Normal", reasons.EVENT_APPROVED, decision.message)
 
     was_cordoned = (conditions.get(current.get("conditions", []), reasons.CORDONED) or {}).get("status") == "True"
     if project.cordoned != was_cordoned:
@@ -400,8 +408,10 @@ async def reconcile(
     parts = [combine(part, outcomes) for part, outcomes in by_part.items()]
     foreign = next((c for c in parts if c.reason == reasons.REASON_NOT_OWNED), None)
     stalled = conditions.true(reasons.STALLED, foreign.reason, foreign.message) if foreign else None  # needs a human
-    computed = parts + conditions.summarize(parts, stalled=stalled) + [cordon_condition(spec, project.cordoned),
-                                                                        approved]  # fmt: skip
+    summary = conditions.summarize(parts, stalled=stalled)
+    if not decision.approved and stalled is None and all(c.status == "True" for c in parts):
+        summary[0] = conditions.false(reasons.READY, decision.reason, decision.message)  # what is allowed is ready
+    computed = parts + summary + [cordon_condition(spec, project.cordoned), approved]
     merged, _ = conditions.merge(current.get("conditions", []), computed, generation)
     members = member_statuses(spec, today, pairs)
     status = {
@@ -413,6 +423,7 @@ async def reconcile(
         "group": project.group,
         "memberCount": len(project.active),
         "members": members,
+        "validUntil": spec.valid_until.isoformat(),
     }
     retry = any(o.retry for _, o in pairs)
     not_ready = [c for c in parts if c.status != "True"]

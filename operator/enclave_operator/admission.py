@@ -20,12 +20,10 @@ ResearchProject, validating (`review`):
   Slurm account) are found by `research_project.collisions`, which needs I/O; the webhook handler asks
   it and reports through `collision_denial`.
 
-ResearchProject, mutating (`stamp_project`): a platform admin's create or update is the approval of the
+Mutating (`stamp`, both kinds): a platform admin's create or update of a project is the approval of the
 spec as it stands, recorded as a signed `enclave.io/approval` (kept unchanged when an earlier approval
 already covers the spec, so re-applying a manifest changes nothing); for everyone else, including the
-operator, the approval stays what it was.
-
-DataIngest: the same for data stewards (`stamp_ingest`, `review_ingest`).
+operator, the approval stays what it was. DataIngest: the same for data stewards (`review_ingest`).
 """
 
 from __future__ import annotations
@@ -173,8 +171,9 @@ def _keep(before: Mapping[str, str], after: Mapping[str, str]) -> Annotations:
     return {}
 
 
-def stamp_project(
+def stamp(
     *,
+    kind: Literal["ResearchProject", "DataIngest"],
     operation: Operation,
     requester: Requester,
     old: Mapping[str, Any] | None,
@@ -183,22 +182,33 @@ def stamp_project(
     signer: approval.Signer,
     now: datetime.datetime,
 ) -> Annotations:
-    """The mutating webhook's annotation changes for a project create or update (see the module docstring)."""
-    ref = _ref("ResearchProject", new)
+    """The mutating webhook's annotation changes (see the module docstring).
+
+    An approver's (platform admin for projects, data steward for ingests) create or update is the approval,
+    unless an earlier verified approval still covers the object (re-applying changes nothing); the trigger
+    always stamps anew. A project's grant is its governed spec; an ingest's spec is immutable, so its grant
+    is empty.
+    """
+    ref = _ref(kind, new)
     before, after = _annotations(old), _annotations(new)
-    if not is_admin(requester, settings.self_service):
+    project = kind == "ResearchProject"
+    authorized = is_admin(requester, settings.self_service) if project else is_steward(requester, settings.ingest)
+    if not authorized:
         return _keep(before, after)
     changes: Annotations = {APPROVE_ANNOTATION: None}
-    try:
-        spec = ResearchProjectSpec.model_validate(dict(new.get("spec") or {}))
-    except pydantic.ValidationError:
-        return changes  # the schema refuses it
+    grant: dict[str, Any] = {}
+    if project:
+        try:
+            spec = ResearchProjectSpec.model_validate(dict(new.get("spec") or {}))
+        except pydantic.ValidationError:
+            return changes  # the schema refuses it
+        grant = approval.governed(spec)
     if operation == "UPDATE" and APPROVE_ANNOTATION not in after:
         for text in (after.get(APPROVAL_ANNOTATION), before.get(APPROVAL_ANNOTATION)):
             found = signer.verify(ref, text)
-            if found is not None and approval.covers(found, spec, settings.self_service):
+            if found is not None and (not project or approval.covers(found, spec, settings.self_service)):
                 return {**changes, APPROVAL_ANNOTATION: text}  # unchanged: re-applying changes nothing
-    changes[APPROVAL_ANNOTATION] = signer.stamp(ref, requester.username, approval.governed(spec), now)
+    changes[APPROVAL_ANNOTATION] = signer.stamp(ref, requester.username, grant, now)
     return changes
 
 
@@ -206,18 +216,3 @@ def review_ingest(*, requester: Requester, old: Mapping[str, Any] | None, new: M
                   ingest: IngestSettings, signer: approval.Signer | None = None) -> None:  # fmt: skip
     """A DataIngest's approval: only data stewards, only as the webhook signed it."""
     _check_approval("DataIngest", "data stewards", is_steward(requester, ingest), requester, old, new, signer)
-
-
-def stamp_ingest(*, operation: Operation, requester: Requester, old: Mapping[str, Any] | None,
-                 new: Mapping[str, Any], ingest: IngestSettings, signer: approval.Signer,
-                 now: datetime.datetime) -> Annotations:  # fmt: skip
-    """A steward's create, update or `enclave.io/approve` approves the ingest (its spec is immutable)."""
-    before, after = _annotations(old), _annotations(new)
-    if not is_steward(requester, ingest):
-        return _keep(before, after)
-    ref = _ref("DataIngest", new)
-    changes: Annotations = {APPROVE_ANNOTATION: None}
-    if APPROVE_ANNOTATION not in after and signer.verify(ref, before.get(APPROVAL_ANNOTATION)) is not None:
-        return {**changes, APPROVAL_ANNOTATION: before.get(APPROVAL_ANNOTATION)}
-    changes[APPROVAL_ANNOTATION] = signer.stamp(ref, requester.username, {}, now)
-    return changes

@@ -219,19 +219,24 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         await asyncio.sleep(random.uniform(0, config.intervals.resync_jitter * config.intervals.resync_seconds))
         await _reconcile(body, memo, priority=Priority.RESYNC)
 
-    @kopf.on.mutate(*PROJECTS, registry=registry, id="stamp-project", operations=["CREATE", "UPDATE"])
-    def stamp_project(operation: str, userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None,
-                      body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # fmt: skip
-        """A platform admin's create or update approves the project as it stands (see admission.py)."""
+    def mutate(kind: Literal["ResearchProject", "DataIngest"], operation: str, userinfo: dict[str, Any],
+               old: kopf.Body | None, new: kopf.Body | None, body: kopf.Body, patch: kopf.Patch,
+               memo: kopf.Memo) -> None:  # fmt: skip
         runtime: Runtime = memo.runtime
         assert runtime.signer is not None
-        changes = admission.stamp_project(
-            operation=operation,  # type: ignore[arg-type]
+        changes = admission.stamp(
+            kind=kind, operation=operation,  # type: ignore[arg-type]
             requester=requester(userinfo, runtime), old=old, new=new if new is not None else body,
             settings=config, signer=runtime.signer, now=datetime.datetime.now(datetime.UTC),
         )  # fmt: skip
         for key, value in changes.items():
             patch.metadata.annotations[key] = value
+
+    @kopf.on.mutate(*PROJECTS, registry=registry, id="stamp-project", operations=["CREATE", "UPDATE"])
+    def stamp_project(operation: str, userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None,
+                      body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # fmt: skip
+        """A platform admin's create or update approves the project as it stands (see admission.py)."""
+        mutate(PROJECT_KIND.kind, operation, userinfo, old, new, body, patch, memo)  # type: ignore[arg-type]
 
     @kopf.on.validate(*PROJECTS, registry=registry, id="policy", operations=["CREATE", "UPDATE", "DELETE"])
     async def validate_project(
@@ -326,15 +331,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     def stamp_ingest(operation: str, userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None,
                      body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # fmt: skip
         """A data steward's create, update or `enclave.io/approve` approves the ingest."""
-        runtime: Runtime = memo.runtime
-        assert runtime.signer is not None
-        changes = admission.stamp_ingest(
-            operation=operation,  # type: ignore[arg-type]
-            requester=requester(userinfo, runtime), old=old, new=new if new is not None else body,
-            ingest=config.ingest, signer=runtime.signer, now=datetime.datetime.now(datetime.UTC),
-        )  # fmt: skip
-        for key, value in changes.items():
-            patch.metadata.annotations[key] = value
+        mutate(INGEST_KIND.kind, operation, userinfo, old, new, body, patch, memo)  # type: ignore[arg-type]
 
     @kopf.on.validate(*INGESTS, registry=registry, id="approval", operations=["CREATE", "UPDATE"])
     def validate_ingest(userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None,

@@ -182,8 +182,8 @@ def test_finding_14_2_an_approval_the_operator_did_not_sign_is_ignored() -> None
 
 
 def _stamp(op: str, who: admission.Requester, old: dict | None, new: dict) -> admission.Annotations:
-    return admission.stamp_project(operation=op, requester=who, old=old, new=new, settings=SETTINGS,  # type: ignore[arg-type]
-                                   signer=SIGNER, now=NOW)  # fmt: skip
+    return admission.stamp(kind="ResearchProject", operation=op, requester=who,  # type: ignore[arg-type]
+                           old=old, new=new, settings=SETTINGS, signer=SIGNER, now=NOW)  # fmt: skip
 
 
 def test_finding_8_9_an_admins_create_or_update_is_the_approval_recorded_with_who() -> None:
@@ -221,18 +221,18 @@ def test_an_explicit_approve_trigger_is_replaced_by_the_record() -> None:
 
 
 def test_finding_14_2_only_stewards_approve_ingests_and_only_as_signed() -> None:
-    ingest = settings_ingest = SETTINGS.ingest
+    settings_ingest = SETTINGS.ingest
     ref = approval.ObjectRef("DataIngest", "onco", "ct-1")
     body = {"metadata": {"name": "ct-1", "namespace": "onco"}, "spec": {}}
     steward = admission.Requester("steve", ("enclave:data-stewards",))
     maintainer = admission.Requester("bob", ("researchers",))
-    stamped = admission.stamp_ingest(operation="CREATE", requester=steward, old=None, new=body, ingest=ingest,
-                                     signer=SIGNER, now=NOW)  # fmt: skip
+    stamped = admission.stamp(kind="DataIngest", operation="CREATE", requester=steward, old=None, new=body,
+                              settings=SETTINGS, signer=SIGNER, now=NOW)  # fmt: skip
     assert SIGNER.verify(ref, stamped[approval.APPROVAL_ANNOTATION]).by == "steve"
-    mine = admission.stamp_ingest(operation="UPDATE", requester=maintainer, old=body,
-                                  new={**body, "metadata": {**body["metadata"], "annotations": {
-                                      approval.APPROVAL_ANNOTATION: stamped[approval.APPROVAL_ANNOTATION]}}},
-                                  ingest=ingest, signer=SIGNER, now=NOW)  # fmt: skip
+    mine = admission.stamp(kind="DataIngest", operation="UPDATE", requester=maintainer, old=body,
+                           new={**body, "metadata": {**body["metadata"], "annotations": {
+                               approval.APPROVAL_ANNOTATION: stamped[approval.APPROVAL_ANNOTATION]}}},
+                           settings=SETTINGS, signer=SIGNER, now=NOW)  # fmt: skip
     assert mine == {}, "a maintainer cannot approve their own ingest: the record is left to be refused"
     with pytest.raises(admission.Denied, match="only data stewards"):
         admission.review_ingest(requester=maintainer, old=body, new={**body, "metadata": {

@@ -1,6 +1,7 @@
 """`make demo`: the local control plane with every backend (MinIO, FreeIPA test server, slapd, Slurm,
 Orthanc), the CRDs, the operator as a managed process, and the example project, left running.
 `make down` stops everything it started (every process is in .run/state.json).
+`make demo CHART=1`: the same, but the operator is installed with the Helm chart (install_chart).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from localenv import environment  # noqa: E402
 from localenv.people import PEOPLE_FILE, add_people  # noqa: E402
 from localenv.podrunner import podrunner_service  # noqa: E402
-from localenv.runtime import REPO_ROOT, RunDir, Service, ServiceError, free_port, http_ok  # noqa: E402
+from localenv.runtime import CHART, REPO_ROOT, RunDir, Service, ServiceError, free_port, http_ok  # noqa: E402
 from localenv.webhooks import (  # noqa: E402
     balancer_service,
     ca_file,
@@ -44,9 +45,8 @@ def kubectl(run: RunDir, *args: str) -> str:
     return result.stdout
 
 
-def prepare_ingest(run: RunDir, facts: dict[str, Any]) -> None:
-    """The platform team's part: PACS content (pydicom's bundled test files), the ingest namespace with the
-    PACS credentials, the stewards' role, and a stand-in kubelet for worker pods (no container runtime here)."""
+def orthanc_content(facts: dict[str, Any]) -> None:
+    """The research PACS's studies: pydicom's bundled test files."""
     import pydicom.data
     import requests
 
@@ -55,6 +55,13 @@ def prepare_ingest(run: RunDir, facts: dict[str, Any]) -> None:
         data = Path(pydicom.data.get_testdata_file(name)).read_bytes()
         requests.post(f"{orthanc['url']}/instances", data=data, auth=(orthanc["username"], orthanc["password"]),
                       headers={"Content-Type": "application/dicom"}, timeout=30).raise_for_status()  # fmt: skip
+
+
+def prepare_ingest(run: RunDir, facts: dict[str, Any]) -> None:
+    """The platform team's part: PACS content (pydicom's bundled test files), the ingest namespace with the
+    PACS credentials, the stewards' role, and a stand-in kubelet for worker pods (no container runtime here)."""
+    orthanc_content(facts)
+    orthanc = facts["orthanc"]
     # Idempotent creates: on a second `make demo` these exist already, which is fine.
     k = [KUBECTL, f"--kubeconfig={run.path / 'kubeconfig'}"]
     subprocess.run([*k, "create", "namespace", INGEST_NAMESPACE], capture_output=True)
@@ -143,24 +150,62 @@ def operator_services(run: RunDir, facts: dict[str, Any]) -> list[Service]:
     return services
 
 
-def up() -> int:
+def install_chart(run: RunDir, facts: dict[str, Any]) -> dict[str, str]:
+    """`make demo CHART=1`: the operator installed by the Helm chart, as docs/install.md says, and run by the
+    stand-in kubelet exactly as its Deployment says (its service account's RBAC, not the admin kubeconfig).
+    Slurm is left out: its sacctmgr needs a Slurm admin identity that a pod gets only with site-specific setup."""
+    from localenv import helm as chart
+
+    helm = chart.Helm(chart.go_tool("helm"), run.path / "kubeconfig", home=run.path / "helm")
+    run.start(podrunner_service(run, run.path / "kubeconfig", [chart.NAMESPACE, chart.INGEST_NAMESPACE]))
+    values = chart.local_values(facts["minio"], facts["freeipa"], facts["orthanc"],
+                                steward_groups=["enclave:data-stewards"], resync_seconds=60, poll_seconds=2)
+    installed = subprocess.run([KUBECTL, f"--kubeconfig={run.path / 'kubeconfig'}", "get", "namespace",
+                                chart.NAMESPACE], capture_output=True).returncode == 0  # fmt: skip
+    if not installed:
+        chart.prepare(lambda *a: kubectl(run, *a), facts["minio"], facts["freeipa"])
+    chart.install(lambda *a: kubectl(run, *a), helm, values, upgrade=installed)
+    if not installed:
+        chart.source_credentials(lambda *a: kubectl(run, *a), facts["orthanc"])
+    subprocess.run([KUBECTL, f"--kubeconfig={run.path / 'kubeconfig'}", "create", "clusterrolebinding",
+                    "data-stewards", "--clusterrole=enclave-data-steward", "--group=enclave:data-stewards"],
+                   capture_output=True)  # fmt: skip
+    port = values["healthPort"], values["metrics"]["port"]
+    address = kubectl(run, "get", "node", "podrunner", "-o", "jsonpath={.status.addresses[0].address}")
+    return {"liveness": f"http://{address}:{port[0]}/healthz", "metrics": f"http://{address}:{port[1]}/metrics",
+            "log": str(run.logs / "pods")}  # fmt: skip
+
+
+def operators_line(run: RunDir, webhooks: dict[str, Any] | None) -> str:
+    if webhooks is None:
+        return f"the chart's Deployment, run by the stand-in kubelet; logs in {run.logs / 'pods'}"
+    return (f"two processes ({', '.join(OPERATORS)}); the first reconciles, both serve the\n"
+            f"                           webhooks at {webhooks['url']}; logs in {run.logs}")
+
+
+def up(use_chart: bool = False) -> int:
     run = RunDir()
     start = time.monotonic()
     environment.build(environment.COMPONENTS)
     facts = environment.up(run, controllers=True)
     add_people(run, PEOPLE)
-    kubectl(run, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    kubectl(run, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "manifests" / "rbac"))
-    kubectl(run, "wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
-            "app.kubernetes.io/part-of=enclave-operator")  # fmt: skip
-    prepare_ingest(run, facts)
-    install_peering(run.path / "kubeconfig")
-    balancer, *processes = operator_services(run, facts)
-    webhooks = run.start(balancer)
-    operator = run.start(processes[0])
-    for process in processes[1:]:
-        run.start(process)  # younger: it waits, and takes over when the first one stops
-    install_webhooks(run.path / "kubeconfig", webhooks["url"], ca_file(run.path), "webhooks.enclave.io")
+    webhooks: dict[str, Any] | None = None
+    if use_chart:
+        orthanc_content(facts)
+        operator = install_chart(run, facts)
+    else:
+        kubectl(run, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+        kubectl(run, "apply", "--server-side", "--force-conflicts", "-f", str(CHART / "files" / "rbac"))
+        kubectl(run, "wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
+                "app.kubernetes.io/part-of=enclave-operator")  # fmt: skip
+        prepare_ingest(run, facts)
+        install_peering(run.path / "kubeconfig")
+        balancer, *processes = operator_services(run, facts)
+        webhooks = run.start(balancer)
+        operator = run.start(processes[0])
+        for process in processes[1:]:
+            run.start(process)  # younger: it waits, and takes over when the first one stops
+        install_webhooks(run.path / "kubeconfig", webhooks["url"], ca_file(run.path), "webhooks.enclave.io")
     kubectl(run, "apply", "-f", str(EXAMPLE))
     kubectl(run, "wait", "--for=condition=Ready", "--timeout=180s", "researchproject/onco-flow")
     print(kubectl(run, "get", "researchprojects", "-o", "wide"))
@@ -184,8 +229,7 @@ def up() -> int:
           FreeIPA (test):  {ipa["url"]}  (CA {ipa["ca_cert"]})
           researchers:     alice, bob, carol, dave (MinIO passwords in {run.path / PEOPLE_FILE})
                            more: python3 hack/localenv add-user NAME…   (FreeIPA, LDAP and MinIO)
-          operators:       two processes ({", ".join(OPERATORS)}); the first reconciles, both serve the
-                           webhooks at {webhooks["url"]}; logs in {run.logs}
+          operators:       {operators_line(run, webhooks)}
           operator health: {operator["liveness"]}
           metrics:         {operator["metrics"]}
         """)
@@ -194,11 +238,11 @@ def up() -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["up"]:
-        print("usage: hack/demo.py up", file=sys.stderr)
+    if sys.argv[1:] not in (["up"], ["up", "--chart"]):
+        print("usage: hack/demo.py up [--chart]", file=sys.stderr)
         sys.exit(2)
     try:
-        sys.exit(up())
+        sys.exit(up(use_chart="--chart" in sys.argv))
     except ServiceError as error:
         print(f"demo: {error}", file=sys.stderr)
         sys.exit(1)

@@ -11,6 +11,7 @@ PACKAGES=(
   slapd ldap-utils
   orthanc orthanc-dicomweb
   openssl
+  iproute2 util-linux
 )
 
 missing=()

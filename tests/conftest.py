@@ -22,7 +22,7 @@ from localenv.freeipa_server import start_freeipa
 from localenv.minio import start_minio
 from localenv.orthanc import start_orthanc
 from localenv.plane import start_plane
-from localenv.runtime import REPO_ROOT, RunDir, free_port
+from localenv.runtime import CHART, REPO_ROOT, RunDir, free_port
 from localenv.webhooks import balancer_service, ca_file, install_peering, webhook_settings
 from support.cluster import Cluster, kind_cluster, kubectl_binary
 from support.identity import ipa_admin, seed_ipa_users
@@ -89,7 +89,7 @@ def minio(run_dir: RunDir) -> dict[str, Any]:
 def crds(cluster: Cluster) -> Cluster:
     """The committed CRDs and the shipped ClusterRoles installed, the CRDs Established."""
     cluster.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    cluster.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "manifests" / "rbac"))
+    cluster.run("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "files" / "rbac"))
     cluster.run("wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
                 "app.kubernetes.io/part-of=enclave-operator")  # fmt: skip
     return cluster

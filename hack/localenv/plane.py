@@ -89,6 +89,9 @@ def _apiserver(run: RunDir, bin_dir: Path, etcd_url: str, pki: dict[str, str]) -
             f"--service-account-signing-key-file={pki['sa_key']}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--endpoint-reconciler-type=none",
+            # No kube-proxy here: a webhook or aggregated API referenced by Service is reached at the addresses
+            # of its EndpointSlices (pod IPs, on podrunner's node address), not at an unroutable ClusterIP.
+            "--enable-aggregator-routing=true",
             "--allow-privileged=true",
             "--v=1",
         ],

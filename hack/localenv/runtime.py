@@ -25,6 +25,8 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RUN_DIR = REPO_ROOT / ".run"
 DEFAULT_BIN_DIR = REPO_ROOT / ".cache" / "bin"
+CHART = REPO_ROOT / "charts" / "enclave-operator"
+"""The Helm chart; its files/rbac/ holds the shipped ClusterRoles, also applied with kubectl."""
 
 READY_TIMEOUT_S = 120.0
 """How long a service may take to become ready; the apiserver's first start with CRD bootstrapping takes ~10 s."""

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -121,6 +122,17 @@ def today() -> datetime.date:
     return datetime.datetime.now(datetime.UTC).date()
 
 
+def in_cluster(info: kopf.ConnectionInfo | None) -> kopf.ConnectionInfo | None:
+    """The service account's connection to the API server at KUBERNETES_SERVICE_HOST/PORT, as client-go and
+    lightkube (our own client) find it, rather than kopf's `kubernetes.default.svc`, which needs cluster DNS
+    (a hostNetwork pod or a DNS outage would leave kopf without its API server while lightkube has it)."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    if info is None or not host:
+        return info
+    host = f"[{host}]" if ":" in host else host
+    return dataclasses.replace(info, server=f"https://{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}")
+
+
 def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:
     """Our finalizer and annotation names, watch timeouts, and which log records become events."""
     settings.persistence.finalizer = config.finalizer
@@ -135,6 +147,9 @@ def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None
     settings.posting.level = logging.WARNING  # our recorder posts the meaningful Normal events
     settings.execution.max_workers = 32  # blocking backend SDK calls run in this pool (asyncio.to_thread)
     settings.background.cancellation_polling = 2  # a resync running when deletion starts delays it this long
+    # Our CRDs exist before the operator starts (the chart's crds/, `make demo`, the tests): no need to watch
+    # every CRD of the cluster, which would take RBAC on customresourcedefinitions (least privilege).
+    settings.scanning.disabled = True
     hook = config.webhook
     settings.admission.server = kopf.WebhookServer(
         addr=hook.listen_address, port=hook.port, certfile=str(hook.cert_file), pkeyfile=str(hook.key_file)
@@ -148,7 +163,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         """In-cluster service account first, else $KUBECONFIG (local runs, tests, the demo)."""
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        return in_cluster(kopf.login_with_service_account(**kwargs)) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
@@ -196,6 +211,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             await recorder.flush()
             if result.changed:
                 await status_io.write_project_status(runtime.backends.kube, meta["name"], result.status)
+            metrics.OBJECTS.observe(PROJECT_KIND.kind, meta["uid"], result.status)
             outcome["result"] = "retry" if result.retry else "ok"
         if result.retry:
             raise kopf.TemporaryError(result.message, delay=backoff(runtime.settings.intervals, retry))
@@ -295,6 +311,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                 await status_io.write_ingest_status(
                     runtime.backends.kube, meta["namespace"], meta["name"], result.status
                 )
+                metrics.count_ingest_progress((body.get("status") or {}).get("progress"), result.status.get("progress"))
+            metrics.OBJECTS.observe(INGEST_KIND.kind, meta["uid"], result.status)
 
     @kopf.on.resume(*INGESTS, registry=registry, id="reconcile")
     @kopf.on.create(*INGESTS, registry=registry, id="reconcile")
@@ -324,7 +342,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             )
             await recorder.flush()
         if not outcome.done:
+            metrics.OBJECTS.observe(INGEST_KIND.kind, body["metadata"]["uid"], body.get("status"), deleting=True)
             raise kopf.TemporaryError(outcome.message, delay=backoff(runtime.settings.intervals, retry))
+        metrics.OBJECTS.forget(INGEST_KIND.kind, body["metadata"]["uid"])
         runtime.locks.pop(body["metadata"]["uid"], None)
 
     @kopf.on.mutate(*INGESTS, registry=registry, id="stamp-ingest", operations=["CREATE", "UPDATE"])
@@ -368,6 +388,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                 if changed:
                     await status_io.write_project_status(runtime.backends.kube, meta["name"], status)
         if not outcome.done:
+            metrics.OBJECTS.observe(PROJECT_KIND.kind, meta["uid"], body.get("status"), deleting=True)
             # Back off like every other failure (issue 8.2): a deletion Slurm refuses must not retry every few seconds.
             raise kopf.TemporaryError(outcome.message, delay=backoff(runtime.settings.intervals, retry))
+        metrics.OBJECTS.forget(PROJECT_KIND.kind, meta["uid"])
         runtime.locks.pop(meta["uid"], None)

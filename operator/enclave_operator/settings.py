@@ -21,6 +21,8 @@ from enclave_operator.backends.slurm_accounts import SlurmSettings
 from enclave_operator.configerror import ConfigError
 from enclave_operator.deid.config import TrustedSopClass
 
+HOST_PORT = r"[A-Za-z0-9.\-\[\]:]+:\d+"
+"""An S3 endpoint: host (name, IPv4 or [IPv6]) and port, without a scheme."""
 CONFIG_ENV = "ENCLAVE_CONFIG"
 """Environment variable naming the configuration file when --config is not given."""
 
@@ -59,7 +61,9 @@ class NamingSettings(_Settings):
 class S3Settings(_Settings):
     """The S3 store (MinIO) holding project buckets."""
 
-    endpoint: str = pydantic.Field(description="host:port of the S3 API, without scheme.")
+    endpoint: str = pydantic.Field(
+        description="host:port of the S3 API, without scheme.", json_schema_extra={"pattern": f"^{HOST_PORT}$"}
+    )
     secure: bool = pydantic.Field(True, description="Use HTTPS. Only loopback test servers should say false.")
     ca_file: Path | None = pydantic.Field(None, description="CA bundle for the S3 endpoint's certificate.")
     region: str = pydantic.Field("", description="Region passed to the S3 client; MinIO ignores it.")
@@ -79,7 +83,7 @@ class S3Settings(_Settings):
     @pydantic.field_validator("endpoint")
     @classmethod
     def _no_scheme(cls, value: str) -> str:
-        if "://" in value or not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d+", value):
+        if "://" in value or not re.fullmatch(HOST_PORT, value):
             raise ValueError("must be host:port without a scheme, e.g. minio.enclave.svc:9000")
         return value
 
@@ -105,6 +109,22 @@ class KubernetesSettings(_Settings):
     cluster_role_prefix: str = pydantic.Field(
         "enclave-project-", description="Prefix of the shipped ClusterRoles (…owner, …maintainer, …member, …viewer)."
     )
+    operator_service_account: str | None = pydantic.Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="The operator's own service account, namespace/name. With operatorNamespaceRole, the operator "
+        "binds itself to that role in each project namespace it creates: it gets Secrets access only there, never "
+        "cluster-wide. The Helm chart sets both; unset (a local run with an admin kubeconfig) binds nothing.",
+    )
+    operator_namespace_role: str | None = pydantic.Field(
+        None, max_length=253, description="The ClusterRole the operator binds itself to in project namespaces."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _both_or_neither(self) -> KubernetesSettings:
+        if (self.operator_service_account is None) != (self.operator_namespace_role is None):
+            raise ValueError("operatorServiceAccount and operatorNamespaceRole go together: set both or neither")
+        return self
 
 
 class SelfServiceSettings(_Settings):

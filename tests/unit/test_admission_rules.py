@@ -46,6 +46,12 @@ def _signed(by: str = "root-admin", **spec: object) -> dict:
     return {approval.APPROVAL_ANNOTATION: SIGNER.stamp(REF, by, grant, NOW)}
 
 
+def _with_finalizer(obj: dict) -> dict:
+    obj["metadata"]["finalizers"] = ["enclave.io/finalizer"]
+    obj["metadata"].setdefault("annotations", {})["enclave.io/last-handled-configuration"] = "{}"
+    return obj
+
+
 @pytest.mark.parametrize(
     ("op", "who", "old", "new", "field", "why"),
     [
@@ -90,6 +96,8 @@ def test_denied(op: str, who: admission.Requester, old: dict | None, new: dict |
         ("UPDATE", OPERATOR, _obj(finalizers=True), _obj(), "the operator removes its finalizer"),
         ("UPDATE", CAROL, _obj(), {**_obj(), "metadata": {"name": "proj-1", "labels": {"x": "y"}}},
          "updates that leave the spec alone are for RBAC, not the spec rules"),
+        ("UPDATE", OPERATOR, _obj(), _with_finalizer(_obj()), "the operator (a service account, no member) adds its "
+         "finalizer and progress annotations"),
     ],
 )  # fmt: skip
 def test_allowed(op: str, who: admission.Requester, old: dict | None, new: dict | None, why: str) -> None:

@@ -159,24 +159,28 @@ class OwnedNamespaces:
             self._reading[namespace] = future
         return await asyncio.shield(self._reading[namespace])
 
-    async def check(self, namespace: str, *, write: bool) -> None:
-        """Return when `namespace` may be used; NotOwned when it belongs to someone else."""
+    async def check(self, namespace: str, *, write: bool) -> bool:
+        """True when `namespace` may be used, False when it does not exist (reads only: nothing is there);
+        NotOwned when it belongs to someone else."""
         if namespace in self._trusted or namespace in self._owned:
-            return
+            return True
         try:
             ns = await self._read(namespace)
         except kube.NotFound:
             if write:
                 raise BackendUnavailable(f"namespace {namespace} does not exist (yet)") from None
-            return  # nothing to read there: the API server answers as for an empty namespace
+            # Nothing to read there. Not even asked: the API server would answer a least-privileged operator
+            # (which gets access to a project namespace when it creates it) with 403, not with "nothing".
+            return False
         if self.owner is None:
             raise NotOwned(f"namespace {namespace} is not one this part may use")
         result = namespace_claim(ns, namespace, self.owner)
         if result.claim is not Claim.OWNED:
             raise NotOwned(result.message)
         self._owned.add(namespace)
+        return True
 
-    async def _scope(self, resource: Any, name: str | None, namespace: str | None, *, write: bool) -> None:
+    async def _scope(self, resource: Any, name: str | None, namespace: str | None, *, write: bool) -> bool:
         kind = resource if isinstance(resource, type) else type(resource)
         if issubclass(kind, NamespacedResource):
             if namespace is None:
@@ -184,14 +188,16 @@ class OwnedNamespaces:
                 namespace = getattr(meta, "namespace", None)
             if namespace is None:
                 raise BackendRejected(f"{kind.__name__} {name}: no namespace given")
-            await self.check(namespace, write=write)
-        elif kind is Namespace and write:
+            return await self.check(namespace, write=write)
+        if kind is Namespace and write:
             target = name or getattr(getattr(resource, "metadata", None), "name", None)
-            await self.check(str(target), write=True)
+            return await self.check(str(target), write=True)
+        return True
 
     # Reads.
     async def get(self, resource: Any, name: str, *, namespace: str | None = None, **kwargs: Any) -> Any:
-        await self._scope(resource, name, namespace, write=False)
+        if not await self._scope(resource, name, namespace, write=False):
+            raise kube.NotFound(f"{name}: namespace {namespace} does not exist")
         found = await self._client.get(resource, name, namespace=namespace, **kwargs)
         if resource is Namespace and self.owner is not None:
             if namespace_claim(found, name, self.owner).claim is Claim.OWNED:
@@ -199,7 +205,8 @@ class OwnedNamespaces:
         return found
 
     async def list(self, resource: Any, *, namespace: str | None = None, **kwargs: Any) -> AsyncIterator[Any]:
-        await self._scope(resource, None, namespace, write=False)
+        if not await self._scope(resource, None, namespace, write=False):
+            return
         async for item in self._client.list(resource, namespace=namespace, **kwargs):
             yield item
 
@@ -222,6 +229,8 @@ class OwnedNamespaces:
         return await self._client.patch(resource, name, obj, namespace=namespace, **kwargs)
 
     async def delete(self, resource: Any, name: str, *, namespace: str | None = None, **kwargs: Any) -> Any:
+        if namespace is not None and not await self._scope(resource, name, namespace, write=False):
+            raise kube.NotFound(f"{name}: namespace {namespace} does not exist")  # gone with its namespace
         await self._scope(resource, name, namespace, write=True)
         return await self._client.delete(resource, name, namespace=namespace, **kwargs)
 

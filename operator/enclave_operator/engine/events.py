@@ -1,7 +1,8 @@
 """Kubernetes events for our objects, posted after each reconcile.
 
 We post them ourselves rather than through kopf: for cluster-scoped objects kopf stamps the
-involved object's namespace as "default", which hides the events from `kubectl describe`.
+involved object's namespace as "default", which hides the events from `kubectl describe`. Ours keep
+the object's own (empty) namespace and are stored in `default`, the one place the API server accepts.
 Events are collected during a reconcile and flushed at its end; a failure to post an event is
 logged and never fails the reconcile.
 """
@@ -29,9 +30,10 @@ COMPONENT = "enclave-operator"
 MAX_MESSAGE = 1024
 
 
-def events_namespace() -> str:
-    """Where events about cluster-scoped objects are stored: the operator's namespace, else default."""
-    return os.environ.get("POD_NAMESPACE", "default")
+CLUSTER_EVENTS_NAMESPACE = "default"
+"""Where events about cluster-scoped objects (ResearchProjects) must be stored: the API server refuses a core/v1
+Event whose namespace differs from its involved object's, except `default` for cluster-scoped ones.
+`kubectl describe researchproject` finds them there."""
 
 
 class KubeRecorder:
@@ -56,7 +58,7 @@ class KubeRecorder:
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
         now = datetime.datetime.now(datetime.UTC)
-        namespace = self._ref.namespace or events_namespace()
+        namespace = self._ref.namespace or CLUSTER_EVENTS_NAMESPACE
         for type_, reason, message in pending:
             event = Event(
                 metadata=ObjectMeta(name=f"{self._ref.name}.{secrets.token_hex(8)}", namespace=namespace),

@@ -19,6 +19,8 @@ from enclave_operator.settings import KubernetesSettings
 RBAC_GROUP = "rbac.authorization.k8s.io"
 BINDING_PREFIX = "enclave-"
 GROUP_BINDING = "enclave-project-group"
+OPERATOR_BINDING = "enclave-operator"
+"""The operator's own access in the namespace (kubernetes.operatorNamespaceRole): Secrets here, never cluster-wide."""
 LIMIT_DEFAULTS = {
     "default": {"cpu": "1", "memory": "1Gi"},
     "defaultRequest": {"cpu": "100m", "memory": "256Mi"},
@@ -118,7 +120,8 @@ def role_bindings(
     cordoned: bool,
     settings: KubernetesSettings,
 ) -> list[DesiredObject]:
-    """One RoleBinding per role that someone holds, to our shipped ClusterRoles; the project group views."""
+    """One RoleBinding per role that someone holds, to our shipped ClusterRoles; the project group views; the
+    operator itself holds its namespace role (when configured)."""
     by_role: dict[Role, list[str]] = {}
     for user, role in active:
         by_role.setdefault(effective_role(role, cordoned), []).append(user)
@@ -133,6 +136,10 @@ def role_bindings(
         )
     group_subject = [{"kind": "Group", "apiGroup": RBAC_GROUP, "name": settings.group_prefix + group}]
     out.append(_binding(GROUP_BINDING, namespace, project, settings.cluster_role_prefix + "viewer", group_subject))
+    if settings.operator_service_account and settings.operator_namespace_role:
+        sa_namespace, sa_name = settings.operator_service_account.split("/", 1)
+        operator = [{"kind": "ServiceAccount", "name": sa_name, "namespace": sa_namespace}]
+        out.append(_binding(OPERATOR_BINDING, namespace, project, settings.operator_namespace_role, operator))
     return out
 
 

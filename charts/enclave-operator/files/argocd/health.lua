@@ -1,0 +1,66 @@
+-- Argo CD health of an Enclave Operator object (every kind), from its kstatus conditions:
+--   being deleted, or status not yet written for this generation      -> Progressing
+--   Stalled=True (needs a human: invalid spec, NotOwned, failed ingest) -> Degraded
+--   waiting for a person: Ready=False with reason AwaitingApproval      -> Suspended
+--   Cordoned=True (the project's ethics approval ended; data kept)      -> Suspended
+--   Ready=True                                                          -> Healthy
+--   anything else (parts still converging, a backend retried)           -> Progressing
+-- Suspended, not Progressing, for approvals: nothing happens until a platform admin or a data steward
+-- acts, and Argo CD should say so rather than wait.
+local hs = { status = "Progressing", message = "Waiting for the operator" }
+
+local function condition(conditions, kind)
+  if conditions == nil then return nil end
+  for _, c in ipairs(conditions) do
+    if c.type == kind then return c end
+  end
+  return nil
+end
+
+local function say(c, fallback)
+  if c ~= nil and c.message ~= nil and c.message ~= "" then return c.message end
+  if c ~= nil and c.reason ~= nil then return c.reason end
+  return fallback
+end
+
+if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
+  hs.message = "Being deleted"
+  return hs
+end
+if obj.status == nil or obj.status.conditions == nil then
+  return hs
+end
+local generation = obj.metadata.generation
+local observed = obj.status.observedGeneration
+if generation ~= nil and (observed == nil or observed < generation) then
+  hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
+  return hs
+end
+
+local conditions = obj.status.conditions
+local ready = condition(conditions, "Ready")
+local stalled = condition(conditions, "Stalled")
+local cordoned = condition(conditions, "Cordoned")
+
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = say(stalled, "Stalled")
+  return hs
+end
+if ready ~= nil and ready.status == "False" and ready.reason == "AwaitingApproval" then
+  hs.status = "Suspended"
+  hs.message = say(ready, "Awaiting approval")
+  return hs
+end
+if cordoned ~= nil and cordoned.status == "True" then
+  hs.status = "Suspended"
+  hs.message = say(cordoned, "Cordoned")
+  return hs
+end
+if ready ~= nil and ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = say(ready, "Ready")
+  return hs
+end
+hs.message = say(ready, "Not ready yet")
+return hs

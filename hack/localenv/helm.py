@@ -4,8 +4,9 @@ tests (tests/e2e/test_helm_chart.py) and by `make demo CHART=1`. Standard librar
 which is YAML).
 
 Helm itself is built from Go modules (hack/helm, cached by hack/go-tools.sh like the control plane).
-The operator pod is run by podrunner (the stand-in kubelet), whose pods share the node's network like
-hostNetwork pods: hence free ports, and a rolling update that stops the old pod before the new one binds.
+The operator pods are run by podrunner (the stand-in kubelet), whose pods share the node's network: the
+values say so (`hostNetwork: true`: the pods listen on their node's address, at most one per node, and a
+rollout stops an old pod before its successor starts), and the ports are free ones.
 """
 
 from __future__ import annotations
@@ -65,17 +66,18 @@ class Helm:
 
 
 def local_values(minio: dict[str, Any], freeipa: dict[str, Any], orthanc: dict[str, Any], *,
-                 steward_groups: list[str], resync_seconds: float, poll_seconds: float) -> dict[str, Any]:  # fmt: skip
-    """A platform team's values, pointed at the local backends (FreeIPA's CA from a ConfigMap)."""
+                 steward_groups: list[str], resync_seconds: float, poll_seconds: float,
+                 replicas: int = 1) -> dict[str, Any]:  # fmt: skip
+    """A platform team's values, pointed at the local backends (FreeIPA's CA from a ConfigMap). One replica
+    unless asked: two need two nodes (tests/e2e/test_chart_high_availability.py)."""
     return {
+        "replicaCount": replicas,
+        "hostNetwork": True,
         "image": {"repository": IMAGE},
         "credentials": {"existingSecret": CREDENTIALS_SECRET},
         "healthPort": free_port(),
         "metrics": {"port": free_port()},
         "webhook": {"port": free_port()},
-        # podrunner's pods share the node's network, like hostNetwork pods: a new pod cannot bind the webhook
-        # port while the old one holds it, so (as with hostNetwork anywhere) the old pod goes first.
-        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
         "config": {
             "s3": {"endpoint": minio["endpoint"], "secure": False, "timeoutSeconds": 5},
             "intervals": {"resyncSeconds": resync_seconds, "retrySeconds": 2},

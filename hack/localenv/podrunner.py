@@ -23,6 +23,7 @@ per pod; resource limits are not enforced. Needs root (veth, mount namespaces). 
 kubectl (+ iproute2, util-linux) only.
 
     python -m localenv.podrunner --kubeconfig K --namespace NS [--namespace NS2] [--bin-dir D] [--node N]
+                                 [--no-schedule]   (the kube-scheduler places pods: several nodes, affinity)
 """
 
 from __future__ import annotations
@@ -197,8 +198,8 @@ def _keyed(data: dict[str, bytes], items: list[dict[str, Any]] | None) -> dict[s
 class PodEnv:
     """Reads what a pod's volumes and environment refer to."""
 
-    def __init__(self, kubectl: Kubectl, pod: dict[str, Any]) -> None:
-        self.kubectl, self.pod = kubectl, pod
+    def __init__(self, kubectl: Kubectl, pod: dict[str, Any], address: str = "") -> None:
+        self.kubectl, self.pod, self.address = kubectl, pod, address  # the pod's (the node's) address
         self.namespace = pod["metadata"]["namespace"]
 
     def secret(self, name: str) -> dict[str, bytes]:
@@ -216,7 +217,9 @@ class PodEnv:
         simple = {"metadata.name": meta["name"], "metadata.namespace": self.namespace, "metadata.uid": meta["uid"],
                   "spec.nodeName": self.pod["spec"].get("nodeName", ""),
                   "spec.serviceAccountName": self.pod["spec"].get("serviceAccountName", "default"),
-                  "status.podIP": status.get("podIP", ""), "status.hostIP": status.get("hostIP", "")}  # fmt: skip
+                  # Known before the container starts (as to the kubelet once the sandbox exists).
+                  "status.podIP": status.get("podIP") or self.address,
+                  "status.hostIP": status.get("hostIP") or self.address}  # fmt: skip
         if path in simple:
             return str(simple[path])
         if match := _FIELD.match(path):
@@ -382,7 +385,7 @@ class PodWorker(threading.Thread):
         if len(spec.get("containers") or []) != 1 or spec.get("initContainers"):
             raise RuntimeError("one container and no init containers are supported")
         container = spec["containers"][0]
-        env_reader = PodEnv(self.node.kubectl, self.pod)
+        env_reader = PodEnv(self.node.kubectl, self.pod, self.node.address)
         security = self._security(container)
         fs_group = (spec.get("securityContext") or {}).get("fsGroup")
         volumes = {v["name"]: fill_volume(env_reader, v, self.dir / "volumes" / v["name"], fs_group)
@@ -454,7 +457,8 @@ class PodWorker(threading.Thread):
                 break
             for name, volume in volumes.items():
                 if volume.refresh_at is not None and now >= volume.refresh_at:  # a token near its expiry
-                    volumes[name] = fill_volume(PodEnv(self.node.kubectl, self.pod), volume.source, volume.path,
+                    env = PodEnv(self.node.kubectl, self.pod, self.node.address)
+                    volumes[name] = fill_volume(env, volume.source, volume.path,
                                                 (self.pod["spec"].get("securityContext") or {}).get("fsGroup"))
             if now >= next_ready and now - start >= float((readiness or {}).get("initialDelaySeconds", 0)):
                 result = probe(readiness, address, ports)
@@ -522,8 +526,8 @@ class PodWorker(threading.Thread):
 
 class Node:
     def __init__(self, kubectl: Kubectl, name: str, address: str, namespaces: Sequence[str], bin_dirs: list[Path],
-                 log_dir: Path, state: Path) -> None:  # fmt: skip
-        self.kubectl, self.name, self.address = kubectl, name, address
+                 log_dir: Path, state: Path, schedule: bool = True) -> None:  # fmt: skip
+        self.kubectl, self.name, self.address, self.schedule = kubectl, name, address, schedule
         self.namespaces, self.bin_dirs, self.log_dir, self.state = set(namespaces), bin_dirs, log_dir, state
         self.api = kubectl.server()
         self.workers: dict[str, PodWorker] = {}
@@ -560,7 +564,8 @@ class Node:
             meta, spec = pod["metadata"], pod["spec"]
             phase = (pod.get("status") or {}).get("phase", "Pending")
             if not spec.get("nodeName"):
-                if meta["namespace"] in self.namespaces and not meta.get("deletionTimestamp") and phase == "Pending":
+                ours = self.schedule and meta["namespace"] in self.namespaces
+                if ours and not meta.get("deletionTimestamp") and phase == "Pending":
                     try:
                         self.bind(pod)
                     except RuntimeError as error:
@@ -599,16 +604,17 @@ def container_pid(state_dir: Path, pod_uid: str) -> int | None:
 
 
 def podrunner_service(run: RunDir, kubeconfig: Path | str, namespaces: str | Sequence[str],
-                      bin_dir: Path | None = None) -> Service:  # fmt: skip
+                      bin_dir: Path | None = None, *, node: str = "podrunner", schedule: bool = True) -> Service:
     """This stand-in kubelet as a service of a run directory (tests, the demo); pod logs in <run>/logs/pods.
-    Commands are found in `bin_dir` (default: this interpreter's, i.e. the virtualenv) and .cache/bin."""
+    Commands are found in `bin_dir` (default: this interpreter's, i.e. the virtualenv) and .cache/bin.
+    Several nodes (distinct `node` names, `schedule=False`) leave placement to the real kube-scheduler."""
     names = [namespaces] if isinstance(namespaces, str) else list(namespaces)
-    ready_file = run.path / "podrunner.ready"
+    ready_file = run.path / f"{node}.ready"
     ready_file.unlink(missing_ok=True)
     return Service(
-        name="podrunner",
-        argv=[sys.executable, "-m", "localenv.podrunner", f"--kubeconfig={kubeconfig}",
-              *(f"--namespace={ns}" for ns in names),
+        name=node,
+        argv=[sys.executable, "-m", "localenv.podrunner", f"--kubeconfig={kubeconfig}", f"--node={node}",
+              *(f"--namespace={ns}" for ns in names), *([] if schedule else ["--no-schedule"]),
               f"--bin-dir={bin_dir or Path(sys.executable).parent}", f"--bin-dir={DEFAULT_BIN_DIR}",
               f"--log-dir={run.logs / 'pods'}", f"--state-dir={run.path / 'pods'}", f"--ready-file={ready_file}"],
         env={"PYTHONPATH": str(REPO_ROOT / "hack")},
@@ -622,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", required=True, action="append", help="a namespace to serve (repeatable)")
     parser.add_argument("--bin-dir", type=Path, action="append", help="where commands are found (repeatable)")
     parser.add_argument("--node", default="podrunner", help="name of the Node object")
+    parser.add_argument("--no-schedule", dest="schedule", action="store_false",
+                        help="run only the pods the kube-scheduler binds here (several nodes); "
+                        "default: bind pending pods")
     parser.add_argument("--log-dir", type=Path, default=Path(tempfile.gettempdir()) / "podrunner-logs")
     parser.add_argument("--state-dir", type=Path, default=None, help="pods' volumes and sandboxes")
     parser.add_argument("--ready-file", type=Path, default=None, help="touched once the node is registered")
@@ -630,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     interface, address = create_node_address()
     state = args.state_dir or Path(tempfile.mkdtemp(prefix="podrunner-"))
     node = Node(kubectl, args.node, address, args.namespace, args.bin_dir or [Path(sys.executable).parent],
-                args.log_dir, state)  # fmt: skip
+                args.log_dir, state, schedule=args.schedule)  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -1,7 +1,7 @@
 """`enclave-operator`: run the operator, check a configuration, or print the CRDs.
 
 enclave-operator run --config config.yaml [--liveness-port 8080] [--metrics-port 9090] [--log-format json]
-                     [--webhook-port 9443] [--standalone]
+                     [--webhook-port 9443] [--webhook-address ADDR] [--bind ADDR] [--standalone]
 enclave-operator check-config --config config.yaml
 enclave-operator crds
 enclave-operator webhook-config (--url https://host:port | --service namespace/name[:port]) --ca-file ca.crt
@@ -33,8 +33,13 @@ def _run(args: argparse.Namespace) -> int:
     from enclave_operator import handlers
 
     config = settings_mod.load(args.config)
+    overrides: dict[str, object] = {}
     if args.webhook_port:
-        config = config.model_copy(update={"webhook": config.webhook.model_copy(update={"port": args.webhook_port})})
+        overrides["port"] = args.webhook_port
+    if args.webhook_address:
+        overrides["listen_address"] = args.webhook_address
+    if overrides:
+        config = config.model_copy(update={"webhook": config.webhook.model_copy(update=overrides)})
     kopf.configure(
         debug=args.debug,
         verbose=args.verbose,
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--log-format", choices=("plain", "json"), default="plain")
     run.add_argument("--standalone", action="store_true", help="no peering (a single process)")
     run.add_argument("--webhook-port", type=int, default=0, help="webhook port (default: webhook.port)")
+    run.add_argument("--webhook-address", default="", help="webhook listen address (default: webhook.listenAddress)")
     run.add_argument("--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")

@@ -112,7 +112,10 @@ def test_project_awaiting_approval_is_suspended_for_argo_cd_and_in_progress_for_
 ) -> None:
     big = ProjectBuilder(project_name).deletion("Delete").obj()
     big["spec"]["compute"] = {"kubernetes": {"gpu": 4}}
-    crds.apply(yaml.safe_dump(big))
+    # A researcher's request (an admin's own create would be the approval).
+    crds.run("create", "clusterrolebinding", "gitops-researchers", "--clusterrole=enclave-researcher",
+             "--group=researchers", check=False)  # fmt: skip
+    crds.apply(yaml.safe_dump(big), "--as=alice", "--as-group=researchers")
     waiting = _until(crds, "AwaitingApproval",
                      lambda o: (condition(o, "Ready") or {}).get("reason") == "AwaitingApproval",
                      "researchproject", project_name)  # fmt: skip
@@ -161,7 +164,7 @@ def test_data_ingest_health_in_argo_cd_and_flux(
                      "dataingest", "gitops", "-n", project_name)  # fmt: skip
     _assert_health(judges, _capture(captured, "ingest-awaiting-approval", waiting), "Suspended", "InProgress")
 
-    crds.run("annotate", "dataingest", "gitops", "-n", project_name, "enclave.io/approved-by=steve", "--as=steve",
+    crds.run("annotate", "dataingest", "gitops", "-n", project_name, "enclave.io/approve=yes", "--as=steve",
              f"--as-group={STEWARDS}")  # fmt: skip
     done = _until(crds, "the ingest to end", lambda o: (o.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
                   "dataingest", "gitops", "-n", project_name)  # fmt: skip

@@ -38,6 +38,7 @@ from support.wait import wait_for
 RELEASE, NAMESPACE, INGEST = chart.RELEASE, chart.NAMESPACE, chart.INGEST_NAMESPACE
 SA = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
 STEWARDS = "enclave:data-stewards"
+WEBHOOKS = "webhooks.enclave.io"
 TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 PERMISSIONS = REPO_ROOT / "docs" / "reference" / "operator-permissions.txt"
 """The service account's effective permissions, pinned: a widening of the chart's RBAC is a visible diff.
@@ -107,11 +108,12 @@ def test_the_operator_runs_exactly_as_the_deployment_says(release: Cluster, char
     container = pod["spec"]["containers"][0]
     pid = _pid(chart_run, pod)
     proc = Path(f"/proc/{pid}")
-    argv = proc.joinpath("cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-    assert [Path(argv[1].decode()).name, *(a.decode() for a in argv[2:])] == [*container["command"],
-                                                                            *container["args"]]  # fmt: skip
-    assert re.search(r"^Uid:\s+65532\s", proc.joinpath("status").read_text(), re.M), "runs as the pod's user"
     env = dict(e.split("=", 1) for e in proc.joinpath("environ").read_text().split("\0") if "=" in e)
+    argv = proc.joinpath("cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    expanded = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]  # as a kubelet does
+    assert [Path(argv[1].decode()).name, *(a.decode() for a in argv[2:])] == [*container["command"], *expanded]
+    assert env["POD_IP"] == pod["status"]["podIP"] and f"--webhook-address={env['POD_IP']}" in expanded
+    assert re.search(r"^Uid:\s+65532\s", proc.joinpath("status").read_text(), re.M), "runs as the pod's user"
     assert "KUBECONFIG" not in env and env["POD_NAMESPACE"] == NAMESPACE
     config_map = release.get_json("configmap", RELEASE, "-n", NAMESPACE)
     root = proc / "root"
@@ -142,7 +144,7 @@ def test_project_and_ingest_become_ready_with_only_the_charts_rbac(release: Clus
                        "destination": {"prefix": "raw/ct-1/"}, "parallelism": 1}}  # fmt: skip
     release.run("apply", "-f", "-", "--as=bob", "--as-group=researchers", input=yaml.safe_dump(ingest))
     wait_for(lambda: _ingest_phase(release, name) == "AwaitingApproval", timeout=60, what="AwaitingApproval")
-    release.run("annotate", "dataingest", "ct-1", "-n", name, "enclave.io/approved-by=steve", "--as=steve",
+    release.run("annotate", "dataingest", "ct-1", "-n", name, "enclave.io/approve=yes", "--as=steve",
                 f"--as-group={STEWARDS}")  # fmt: skip
     wait_for(lambda: _ingest_phase(release, name) in ("Succeeded", "Failed"), timeout=240, what="the ingest to end")
     done = release.get_json("dataingest", "ct-1", "-n", name)
@@ -236,13 +238,16 @@ def test_upgrade_with_changed_values_rolls_the_pod_and_keeps_the_certificate(
     _install(release, helm, changed, upgrade=True)  # --wait: the new pod is ready
     assert _operator_pod(release)["metadata"]["uid"] != old_pod, "a changed configuration rolls the pod"
     assert release.get_json("secret", f"{RELEASE}-webhook-tls", "-n", NAMESPACE)["data"] == before
-    hook = release.get_json("validatingwebhookconfiguration", f"{RELEASE}.{NAMESPACE}.enclave.io")
+    hook = release.get_json("validatingwebhookconfiguration", WEBHOOKS)
     assert base64.b64decode(hook["webhooks"][0]["clientConfig"]["caBundle"]) == base64.b64decode(before["ca.crt"])
-    # The new configuration is in effect: 4 CPUs is above the new self-service tier, so it waits for approval.
+    # The new configuration is in effect: 4 CPUs is above the new self-service tier, so a researcher's request
+    # waits for approval (an admin's own create would be the approval).
     name = "chart-big"
     big = ProjectBuilder(name).obj()
     big["spec"]["compute"] = {"kubernetes": {"cpu": "4"}}
-    release.apply(yaml.safe_dump(big))
+    release.run("create", "clusterrolebinding", "researchers", "--clusterrole=enclave-researcher",
+                "--group=researchers", check=False)  # fmt: skip
+    release.apply(yaml.safe_dump(big), "--as=alice", "--as-group=researchers")
     obj = wait_for(lambda: condition(release.get_json("researchproject", name), "Approved"), timeout=60,
                    what="the approval decision")  # fmt: skip
     assert obj["status"] == "False" and obj["reason"] == "AwaitingApproval"
@@ -257,7 +262,9 @@ def test_uninstall_leaves_crds_objects_and_data_and_a_reinstall_resumes(
     project = release.get_json("researchproject", "chart-onco")
     assert project is not None and "enclave.io/finalizer" in project["metadata"]["finalizers"], "objects stay"
     assert release.get_json("namespace", INGEST) is not None, "the ingest namespace (source credentials) stays"
-    assert release.get_json("validatingwebhookconfiguration", f"{RELEASE}.{NAMESPACE}.enclave.io") is None
+    assert release.get_json("validatingwebhookconfiguration", WEBHOOKS) is None
+    assert release.get_json("mutatingwebhookconfiguration", WEBHOOKS) is None
+    assert release.get_json("secret", f"{RELEASE}-signing-key", "-n", NAMESPACE) is not None, "approvals stay valid"
     assert release.get_json("clusterrole", RELEASE) is None
     # With no operator, a deletion waits on the finalizer; the documented fix is to reinstall (or remove the
     # finalizer by hand, which leaves the project's backends in place).

@@ -57,7 +57,8 @@ def test_lint_passes_with_the_three_quick_start_values(helm: Helm) -> None:
         ({"config": {"identity": {"provider": "kerberos"}}}, "config.identity.provider"),
         ({"config": {"s3": {"endpoint": "minio:9000", "bucketz": "x"}}}, "bucketz"),
         ({"config": {"webhook": {"enabled": False}}}, "webhook"),
-        ({"webhook": {"failurePolicy": "Maybe"}}, "webhook.failurePolicy"),
+        ({"webhook": {"enabled": False}}, "webhook.enabled"),
+        ({"hostNetwork": "yes"}, "hostNetwork"),
         ({"replicaCount": 0}, "replicaCount"),
         ({"logLevel": "debug"}, "logLevel"),
     ],
@@ -77,6 +78,10 @@ def test_rendered_chart_passes_server_side_dry_run(helm: Helm, crds: Cluster) ->
     """Every object the chart renders (but the monitoring ones, whose CRDs are not here) is valid to the API server."""
     objects = rendered(helm, {**EVERYTHING, "metrics": {"serviceMonitor": {"enabled": False}},
                              "prometheusRule": {"enabled": False}})  # fmt: skip
+    # What Helm installs from crds/ before the templates: ours (the `crds` fixture) and kopf's peering CRD.
+    crds.run("apply", "--server-side", "--force-conflicts", "-f",
+             str(CHART / "crds" / "kopf.dev_clusterkopfpeerings.yaml"))
+    crds.run("wait", "--for=condition=Established", "--timeout=60s", "crd/clusterkopfpeerings.kopf.dev")
     for ns in (NAMESPACE, "enclave-ingest"):
         crds.run("create", "namespace", ns, check=False)
     namespaces = [o for o in objects if o["kind"] == "Namespace"]
@@ -87,20 +92,29 @@ def test_rendered_chart_passes_server_side_dry_run(helm: Helm, crds: Cluster) ->
                           input=manifest, check=False)  # fmt: skip
         assert result.returncode == 0, result.stderr
     kinds = {o["kind"] for o in objects}
-    assert {"Deployment", "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ClusterRole",
-            "NetworkPolicy", "ConfigMap", "Secret", "Service", "ServiceAccount"} <= kinds  # fmt: skip
+    assert {"Deployment", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+            "ClusterRole", "NetworkPolicy", "ConfigMap", "Secret", "Service", "ServiceAccount", "PodDisruptionBudget",
+            "ClusterKopfPeering"} <= kinds  # fmt: skip
 
 
 def test_rendered_configuration_is_one_the_operator_accepts(helm: Helm, tmp_path: Path) -> None:
-    config_map = find(rendered(helm, QUICK_START), "ConfigMap", "enclave-operator")
+    objects = rendered(helm, QUICK_START)
+    config_map = find(objects, "ConfigMap", "enclave-operator")
+    # The pod's mounts, here: the webhook's TLS Secret at /tls.
+    tls = find(objects, "Secret", "enclave-operator-webhook-tls")["data"]
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_bytes(base64.b64decode(tls[name]))
     path = tmp_path / "config.yaml"
-    path.write_text(config_map["data"]["config.yaml"])
-    env = {**os.environ, "ENCLAVE_S3_ACCESS_KEY": "a", "ENCLAVE_S3_SECRET_KEY": "b"}
+    path.write_text(config_map["data"]["config.yaml"].replace("/tls/", f"{tmp_path}/"))
+    signing_key = find(objects, "Secret", "enclave-operator-signing-key")["data"]["ENCLAVE_SIGNING_KEY"]
+    env = {**os.environ, "ENCLAVE_S3_ACCESS_KEY": "a", "ENCLAVE_S3_SECRET_KEY": "b",
+           "ENCLAVE_SIGNING_KEY": base64.b64decode(signing_key).decode()}  # as the pod gets it
     result = subprocess.run([sys.executable, "-m", "enclave_operator", "check-config", "--config", str(path)],
                             capture_output=True, text=True, env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(config_map["data"]["config.yaml"])
-    assert config["webhook"]["manageConfiguration"] is False
+    assert config["webhook"] == {"port": 9443, "certFile": "/tls/tls.crt", "keyFile": "/tls/tls.key",
+                                 "signingKeyEnv": "ENCLAVE_SIGNING_KEY"}  # fmt: skip
     assert config["kubernetes"]["operatorServiceAccount"] == f"{NAMESPACE}/enclave-operator"
     assert config["ingest"]["image"] == "registry.hospital.example/enclave-operator:0.1.0"
 
@@ -118,11 +132,47 @@ def test_deployment_is_restricted_and_runs_the_configured_command(helm: Helm) ->
     assert container["readinessProbe"]["tcpSocket"]["port"] == "webhook"
     assert container["envFrom"] == [{"secretRef": {"name": "enclave-backends"}}]
     assert "ENCLAVE_S3" not in yaml.safe_dump(objects), "no credential may come from values"
+    env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}, "kopf peering identity"
+    assert env["ENCLAVE_SIGNING_KEY"] == {"secretKeyRef": {"name": "enclave-operator-signing-key",
+                                                           "key": "ENCLAVE_SIGNING_KEY"}}  # fmt: skip
+    key = base64.b64decode(find(objects, "Secret", "enclave-operator-signing-key")["data"]["ENCLAVE_SIGNING_KEY"])
+    assert len(key) >= 32
+    assert "--standalone" not in container["args"], "peering always: never two writers, not even in a rollout"
+    assert find(objects, "ClusterKopfPeering")["metadata"]["name"] == "enclave-operator"
+    assert find(objects, "Deployment")["spec"]["replicas"] == 2
+    assert find(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+
+
+def test_host_network_pods_listen_on_their_address_one_per_node(helm: Helm) -> None:
+    pod = find(rendered(helm, {**QUICK_START, "hostNetwork": True}), "Deployment")["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    container = pod["containers"][0]
+    assert {"--bind=$(POD_IP)", "--webhook-address=$(POD_IP)"} <= set(container["args"])
+    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_webhook_configurations_are_what_the_operator_prints_for_the_service(helm: Helm, tmp_path: Path) -> None:
+    """One generator: the chart's configurations equal `enclave-operator webhook-config --service` for its Service."""
+    objects = rendered(helm, QUICK_START)
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(base64.b64decode(find(objects, "Secret", "enclave-operator-webhook-tls")["data"]["ca.crt"]))
+    printed = subprocess.run([sys.executable, "-m", "enclave_operator", "webhook-config", "--service",
+                              f"{NAMESPACE}/enclave-operator:443", "--ca-file", str(ca)],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    expected = {d["kind"]: d for d in yaml.safe_load_all(printed)}
+    assert sorted(expected) == ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
+    for kind, configuration in expected.items():
+        chart = find(objects, kind)
+        assert chart["metadata"]["name"] == configuration["metadata"]["name"]
+        assert chart["webhooks"] == configuration["webhooks"], kind
 
 
 def test_generated_webhook_certificate_is_signed_by_its_ca_bundle(helm: Helm, tmp_path: Path) -> None:
     objects = rendered(helm, QUICK_START)
-    secret = find(objects, "Secret")
+    secret = find(objects, "Secret", "enclave-operator-webhook-tls")
     hook = find(objects, "ValidatingWebhookConfiguration")
     ca = base64.b64decode(hook["webhooks"][0]["clientConfig"]["caBundle"])
     assert ca == base64.b64decode(secret["data"]["ca.crt"])
@@ -145,10 +195,13 @@ def test_cert_manager_mode_asks_for_a_certificate_and_ca_injection(helm: Helm) -
     assert certificate["spec"]["secretName"] == "enclave-operator-webhook-tls"
     assert f"enclave-operator.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
     assert certificate["spec"]["issuerRef"] == {"name": "enclave-operator-selfsigned", "kind": "Issuer"}
-    hook = find(objects, "ValidatingWebhookConfiguration")
-    assert hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/enclave-operator-webhook"
-    assert all("caBundle" not in w["clientConfig"] for w in hook["webhooks"])
-    assert not [o for o in objects if o["kind"] == "Secret"], "cert-manager writes the Secret"
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        hook = find(objects, kind)
+        injected = hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+        assert injected == f"{NAMESPACE}/enclave-operator-webhook"
+        assert all("caBundle" not in w["clientConfig"] for w in hook["webhooks"])
+    secrets = [o["metadata"]["name"] for o in objects if o["kind"] == "Secret"]
+    assert secrets == ["enclave-operator-signing-key"], "cert-manager writes the TLS Secret"
 
 
 def test_service_monitor_selects_the_service_and_its_metrics_port(helm: Helm) -> None:

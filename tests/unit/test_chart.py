@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import chartgen
+from enclave_operator import handlers
 from enclave_operator.api import crdgen
 from enclave_operator.reconcilers import project_space
 from enclave_operator.settings import KubernetesSettings, OperatorSettings
@@ -20,16 +21,23 @@ pytestmark = pytest.mark.unit
 
 
 def test_generated_chart_files_are_current() -> None:
-    """files/webhooks.yaml, files/argocd/kinds.yaml and the settings part of values.schema.json."""
+    """files/webhooks.yaml, files/argocd/kinds.yaml, the peering CRD and the settings part of values.schema.json."""
     stale = [str(p.relative_to(CHART)) for p, content in chartgen.rendered().items()
              if not p.exists() or p.read_text() != content]  # fmt: skip
     assert not stale, f"stale generated chart files {stale}; run `make generate` and commit"
 
 
-def test_every_kind_gets_a_webhook_path_the_operator_serves() -> None:
-    hooks = yaml.safe_load((CHART / "files" / "webhooks.yaml").read_text())
-    by_resource = {rule["resources"][0]: hook["path"] for hook in hooks for rule in hook["rules"]}
-    assert by_resource == {"researchprojects": "/policy", "dataingests": "/approval"}
+def test_every_kind_gets_the_webhooks_the_operator_serves() -> None:
+    """Both configurations, one webhook per handler the operator registers (handlers.WEBHOOKS), path = its id."""
+    configurations = yaml.safe_load((CHART / "files" / "webhooks.yaml").read_text())
+    assert [c["kind"] for c in configurations] == ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
+    served = {(h.type, h.plural, f"/{h.id}") for h in handlers.WEBHOOKS}
+    rendered = {(c["kind"].removesuffix("WebhookConfiguration"), rule["resources"][0],
+                 hook["clientConfig"]["service"]["path"])
+                for c in configurations for hook in c["webhooks"] for rule in hook["rules"]}  # fmt: skip
+    assert rendered == served
+    assert {info.plural for _, info in crdgen.KINDS} <= {plural for _, plural, _ in rendered}, "a kind without webhooks"
+    assert {h["failurePolicy"] for c in configurations for h in c["webhooks"]} == {"Fail"}
 
 
 def test_argocd_health_check_covers_every_kind() -> None:
@@ -84,10 +92,10 @@ def test_chart_managed_settings_are_real_settings() -> None:
         "s3": {"endpoint": "minio:9000"},
         "kubernetes": {"operatorServiceAccount": "enclave-system/enclave-operator",
                        "operatorNamespaceRole": "enclave-operator-namespace"},
-        "webhook": {"enabled": True, "port": 9443, "manageConfiguration": False, "certFile": "/tls/tls.crt",
-                    "keyFile": "/tls/tls.key"},
+        "webhook": {"port": 9443, "certFile": "/tls/tls.crt", "keyFile": "/tls/tls.key",
+                    "signingKeyEnv": "ENCLAVE_SIGNING_KEY"},
     })  # fmt: skip
-    assert config.webhook.manage_configuration is False
+    assert str(config.webhook.cert_file) == "/tls/tls.crt" and config.webhook.signing_key_env == "ENCLAVE_SIGNING_KEY"
 
 
 def test_the_operator_binds_itself_in_project_namespaces_only_when_configured() -> None:

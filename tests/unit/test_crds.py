@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_committed_crds_match_the_typed_api(directory: str) -> None:
     """Both the top-level crds/ and the Helm chart's crds/ hold exactly what the generator writes."""
     expected = crdgen.rendered_files()
-    committed = {p.name: p.read_text() for p in (REPO / directory).glob("*.yaml")}
+    committed = {p.name: p.read_text() for p in (REPO / directory).glob("*.yaml")
+                 if p.name != "kopf.dev_clusterkopfpeerings.yaml"}  # kopf's, copied by hack/chartgen.py (test_chart)
     assert sorted(committed) == sorted(expected), f"{directory}/ has other files; run `make crds`"
     for name, content in expected.items():
         assert committed[name] == content, f"{directory}/{name} drifted from the typed API; run `make crds` and commit"

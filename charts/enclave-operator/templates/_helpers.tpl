@@ -37,6 +37,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "enclave-operator.fullname" . }}-webhook-tls
 {{- end -}}
 
+{{- define "enclave-operator.signingKeySecret" -}}
+{{ .Values.webhook.signingKey.existingSecret | default (printf "%s-signing-key" (include "enclave-operator.fullname" .)) }}
+{{- end -}}
+
+{{- define "enclave-operator.peeringName" -}}
+{{ (.Values.config.peering | default dict).name | default "enclave-operator" }}
+{{- end -}}
+
 {{- define "enclave-operator.namespaceRole" -}}
 {{ include "enclave-operator.fullname" . }}-namespace
 {{- end -}}
@@ -47,7 +55,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/*
 The operator's configuration file: .Values.config, plus what the chart decides — the webhook section
-(served from the mounted certificate, registered by the chart, not by the operator), the worker image,
+(served from the mounted certificate by every pod; the chart owns the configurations; the approval signing
+key from the Secret every pod shares, env ENCLAVE_SIGNING_KEY), the worker image,
 and the operator's own identity for the access it grants itself in the namespaces it creates.
 */}}
 {{- define "enclave-operator.config" -}}
@@ -61,8 +70,6 @@ and the operator's own identity for the access it grants itself in the namespace
 {{- $_ := set $kubernetes "operatorServiceAccount" (printf "%s/%s" .Release.Namespace (include "enclave-operator.fullname" .)) -}}
 {{- $_ := set $kubernetes "operatorNamespaceRole" (include "enclave-operator.namespaceRole" .) -}}
 {{- $_ := set $config "kubernetes" $kubernetes -}}
-{{- if .Values.webhook.enabled -}}
-{{- $_ := set $config "webhook" (dict "enabled" true "port" (int .Values.webhook.port) "manageConfiguration" false "certFile" "/tls/tls.crt" "keyFile" "/tls/tls.key") -}}
-{{- end -}}
+{{- $_ := set $config "webhook" (dict "port" (int .Values.webhook.port) "certFile" "/tls/tls.crt" "keyFile" "/tls/tls.key" "signingKeyEnv" "ENCLAVE_SIGNING_KEY") -}}
 {{ toYaml $config }}
 {{- end -}}

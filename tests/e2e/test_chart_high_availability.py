@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ from support import timeouts
 from support.builders import ProjectBuilder
 from support.cluster import Cluster, kubectl_binary
 from support.helm import Helm, go_tool
-from support.projects import wait_ready
+from support.projects import ContinuousCreates, wait_ready
 from support.wait import wait_for
 
 RELEASE, NAMESPACE, INGEST = chart.RELEASE, chart.NAMESPACE, chart.INGEST_NAMESPACE
@@ -136,20 +135,7 @@ def test_killing_the_active_pod_keeps_admission_and_hands_over_reconciling(
     pid = container_pid(ha_run.path / "pods", pods[leader]["metadata"]["uid"])
     assert pid is not None
 
-    results: list[tuple[float, int, str]] = []
-    stop = threading.Event()
-
-    def create_continuously() -> None:
-        i = 0
-        while not stop.is_set():
-            manifest = yaml.safe_dump(ProjectBuilder(f"ha-dry-{i}").obj())
-            result = release.run("create", "--dry-run=server", "-f", "-", input=manifest, check=False)
-            results.append((time.monotonic(), result.returncode, result.stderr.strip()))
-            i += 1
-
-    worker = threading.Thread(target=create_continuously)
-    worker.start()
-    try:
+    with ContinuousCreates(release, "ha-dry") as creates:
         time.sleep(2)
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)  # as by an OOM kill: no graceful exit, its peering record stays behind
@@ -164,9 +150,7 @@ def test_killing_the_active_pod_keeps_admission_and_hands_over_reconciling(
         wait_ready(release, name, timeout=timeouts.READY)
         ready_at = time.monotonic()
         time.sleep(3)
-    finally:
-        stop.set()
-        worker.join(timeout=60)
+    results = creates.results
     print(f"\nHA via the chart: dead endpoint dropped {dropped_at - killed_at:.1f}s after the kill; standby "
           f"resumed after {resumed_at - killed_at:.1f}s (peering lifetime {LIFETIME_S}s); the new project Ready "
           f"{ready_at - killed_at:.1f}s after the kill; {len(results)} admission calls, "

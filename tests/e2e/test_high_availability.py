@@ -4,7 +4,6 @@ oldest first). The active one is SIGKILLed while creates go on."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from support import timeouts
 from support.builders import ProjectBuilder
 from support.cluster import Cluster
 from support.operator import OperatorProcess, operator_process
-from support.projects import wait_gone, wait_ready
+from support.projects import ContinuousCreates, wait_gone, wait_ready
 from support.wait import wait_for
 
 PEERING_LIFETIME_S = 10  # as configured by the session's operator_config
@@ -35,27 +34,12 @@ def test_finding_8_8_creates_keep_working_while_one_operator_process_is_killed(
         wait_for(lambda: standby.log_text().count(KEEPALIVE) >= 2, timeout=30, what="the second process to peer")
         assert RESUMED not in standby.log_text(), "the younger process must wait while the older one runs"
 
-        results: list[tuple[float, int, str]] = []
-        stop = threading.Event()
-
-        def create_continuously() -> None:
-            i = 0
-            while not stop.is_set():
-                manifest = yaml.safe_dump(ProjectBuilder(f"{project_name}-{i}").obj())
-                result = crds.run("create", "--dry-run=server", "-f", "-", input=manifest, check=False)
-                results.append((time.monotonic(), result.returncode, result.stderr.strip()))
-                i += 1
-
-        worker = threading.Thread(target=create_continuously)
-        worker.start()
-        try:
+        with ContinuousCreates(crds, project_name) as creates:
             time.sleep(2)
             killed_at = time.monotonic()
             operator.kill()  # the active process, as by an OOM kill or a lost node
             time.sleep(5)
-        finally:
-            stop.set()
-            worker.join(timeout=60)
+        results = creates.results
         before = [r for r in results if r[0] < killed_at]
         after = [r for r in results if r[0] > killed_at + 1]
         assert before and all(code == 0 for _, code, _ in before), before

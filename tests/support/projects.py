@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
+import yaml
+
 from support import timeouts
+from support.builders import ProjectBuilder
 from support.cluster import Cluster
 from support.wait import wait_for
 
@@ -46,3 +51,31 @@ def settled(cluster: Cluster, name: str) -> dict:
         return obj if len(seen) >= 3 and len(set(seen[-3:])) == 1 else None
 
     return wait_for(stable, timeout=timeouts.READY, what=f"{name} to stop changing", interval=0.5)
+
+
+class ContinuousCreates:
+    """Server-side dry-run creates of projects, one after another in a thread, for as long as the `with` block
+    runs: admission keeps being asked while something happens (an operator process is killed). `results`
+    holds (monotonic time, kubectl's exit code, its stderr) per create."""
+
+    def __init__(self, cluster: Cluster, prefix: str) -> None:
+        self.cluster, self.prefix = cluster, prefix
+        self.results: list[tuple[float, int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._create)
+
+    def _create(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            manifest = yaml.safe_dump(ProjectBuilder(f"{self.prefix}-{i}").obj())
+            result = self.cluster.run("create", "--dry-run=server", "-f", "-", input=manifest, check=False)
+            self.results.append((time.monotonic(), result.returncode, result.stderr.strip()))
+            i += 1
+
+    def __enter__(self) -> ContinuousCreates:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)

@@ -30,6 +30,7 @@ venv: $(VENV)/.installed
 tools:
 	bash hack/install-debian-packages.sh
 	bash hack/localplane/build.sh
+	bash hack/kwok/build.sh
 	bash hack/minio/build.sh
 	bash hack/helm/build.sh
 	bash hack/argolua/build.sh

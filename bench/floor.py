@@ -82,7 +82,9 @@ async def _kube(client: AsyncClient, project: research_project.ProjectPlan, sett
             await coro
             count[0] += 1
 
-    await write(client.create(Namespace(metadata=ObjectMeta(name=ns, labels=dict(project.namespace.labels)))))
+    placement = project_space.gpu_placement(settings.gpu, ())  # the operator's namespace annotations, no booking
+    await write(client.create(Namespace(metadata=ObjectMeta(name=ns, labels=dict(project.namespace.labels),
+                                                            annotations=placement))))  # fmt: skip
     objects = [
         project_space.resource_quota(project.name, ns, project.spec, project.cordoned),
         project_space.limit_range(project.name, ns),

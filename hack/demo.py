@@ -6,6 +6,7 @@ Orthanc), the CRDs, the operator as a managed process, and the example project, 
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from localenv import environment  # noqa: E402
+from localenv.kwok import GPU_LABEL_KEY, GPU_PRODUCTS, apply_nodes, gpu_families, gpu_node  # noqa: E402
 from localenv.people import PEOPLE_FILE, add_people  # noqa: E402
 from localenv.podrunner import podrunner_service  # noqa: E402
 from localenv.runtime import CHART, REPO_ROOT, RunDir, Service, ServiceError, free_port, http_ok  # noqa: E402
@@ -32,13 +34,16 @@ from localenv.webhooks import (  # noqa: E402
 PEOPLE = ("alice", "bob", "carol", "dave")
 INGEST_NAMESPACE = "enclave-ingest"
 INGEST_EXAMPLE = REPO_ROOT / "manifests" / "examples" / "data-ingest.yaml"
+GPU_EXAMPLE = REPO_ROOT / "manifests" / "examples" / "gpu-reservation.yaml"
+K8S_GPU_NODES = {"k8s-a100-1": ("a100", 4), "k8s-a100-2": ("a100", 4), "k8s-h100-1": ("h100", 8)}
 EXAMPLE = REPO_ROOT / "manifests" / "examples" / "research-project.yaml"
 KUBECTL = str(REPO_ROOT / ".cache" / "bin" / "kubectl")
 
 
-def kubectl(run: RunDir, *args: str) -> str:
+def kubectl(run: RunDir, *args: str, input_text: str | None = None) -> str:
     result = subprocess.run(
-        [KUBECTL, f"--kubeconfig={run.path / 'kubeconfig'}", *args], capture_output=True, text=True, timeout=180
+        [KUBECTL, f"--kubeconfig={run.path / 'kubeconfig'}", *args], capture_output=True, text=True, timeout=180,
+        input=input_text,
     )
     if result.returncode != 0:
         raise ServiceError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
@@ -96,6 +101,38 @@ def ingest_example(run: RunDir, timeout: float = 300.0) -> None:
         print("demo: the example DataIngest had already succeeded in this run directory (resumed)")
 
 
+def gpu_settings(slurm: dict[str, Any]) -> dict[str, Any]:
+    return {"families": gpu_families(slurm["gpu"]), "endGraceSeconds": 120}
+
+
+def prepare_gpus(run: RunDir) -> None:
+    """The platform team's part of GPU bookings: GPU nodes (fake, kept Ready by kwok) and the placement policy."""
+    k = [KUBECTL, f"--kubeconfig={run.path / 'kubeconfig'}"]
+    apply_nodes(k, [gpu_node(name, GPU_LABEL_KEY, GPU_PRODUCTS[family], gpus)
+                    for name, (family, gpus) in K8S_GPU_NODES.items()])  # fmt: skip
+    kubectl(run, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "manifests" / "policy"))
+
+
+def gpu_example(run: RunDir) -> None:
+    """Book the example's GPUs; its start moves to tomorrow 08:00 UTC once the date in the file has passed.
+
+    A resumed run keeps the booking it made (applying the file again could move a started window)."""
+    if kubectl(run, "get", "gpureservation/miccai-deadline", "-n", "onco-flow", "--ignore-not-found", "-o", "name"):
+        phase = kubectl(run, "get", "gpureservation/miccai-deadline", "-n", "onco-flow", "-o",
+                        "jsonpath={.status.phase}")  # fmt: skip
+        print(f"demo: the example GpuReservation was booked in this run directory already (resumed; {phase})")
+        return
+    manifest = yaml.safe_load(GPU_EXAMPLE.read_text())
+    start = datetime.datetime.fromisoformat(manifest["spec"]["start"].replace("Z", "+00:00"))
+    now = datetime.datetime.now(datetime.UTC)
+    if start < now:
+        tomorrow = (now + datetime.timedelta(days=1)).date()
+        manifest["spec"]["start"] = f"{tomorrow.isoformat()}T08:00:00Z"
+    kubectl(run, "apply", "-f", "-", input_text=yaml.safe_dump(manifest))
+    kubectl(run, "wait", "--for=jsonpath={.status.phase}=Scheduled", "--timeout=60s",
+            "gpureservation/miccai-deadline", "-n", "onco-flow")  # fmt: skip
+
+
 OPERATORS = ("enclave-operator-a", "enclave-operator-b")
 """Two operator processes, as two pods of its Deployment: both serve the webhooks, the older one reconciles."""
 
@@ -124,6 +161,7 @@ def operator_services(run: RunDir, facts: dict[str, Any]) -> list[Service]:
                 },
                 "webhook": webhook,
                 "peering": {"lifetimeSeconds": 15},
+                "gpu": gpu_settings(slurm),
             }
         )
     )  # fmt: skip
@@ -199,6 +237,7 @@ def up(use_chart: bool = False) -> int:
         kubectl(run, "wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
                 "app.kubernetes.io/part-of=enclave-operator")  # fmt: skip
         prepare_ingest(run, facts)
+        prepare_gpus(run)
         install_peering(run.path / "kubeconfig")
         balancer, *processes = operator_services(run, facts)
         webhooks = run.start(balancer)
@@ -212,6 +251,8 @@ def up(use_chart: bool = False) -> int:
     kubectl(run, "apply", "-f", str(INGEST_EXAMPLE))
     ingest_example(run)
     print(kubectl(run, "get", "dataingests", "-A", "-o", "wide"))
+    gpu_example(run)
+    print(kubectl(run, "get", "gpureservations", "-A"))
     minio, ipa, slurm = facts["minio"], facts["freeipa"], facts["slurm"]
     print(
         textwrap.dedent(f"""\
@@ -224,6 +265,9 @@ def up(use_chart: bool = False) -> int:
           kubectl get rolebindings,resourcequota,networkpolicies -n onco-flow
           SLURM_CONF={slurm["slurm_conf"]} sacctmgr show assoc where account=onco-flow
           kubectl describe dataingest -n onco-flow ct-cohort-1    # provenance: s3://onco-flow/raw/ct-cohort-1/_manifest.json
+          kubectl describe gpureservation -n onco-flow miccai-deadline
+          SLURM_CONF={slurm["slurm_conf"]} scontrol show reservation onco-flow-miccai-deadline
+          .venv/bin/enclave-operator gpu-calendar --config {run.path / "operator-config.yaml"} --days 7
 
           MinIO (S3):      http://{minio["endpoint"]}  (root credentials in {run.state_file})
           FreeIPA (test):  {ipa["url"]}  (CA {ipa["ca_cert"]})

@@ -19,6 +19,7 @@ import yaml
 from enclave_operator.backends import s3_minio
 from localenv import environment
 from localenv.freeipa_server import start_freeipa
+from localenv.kwok import gpu_families
 from localenv.minio import start_minio
 from localenv.orthanc import start_orthanc
 from localenv.plane import start_plane
@@ -90,6 +91,7 @@ def crds(cluster: Cluster) -> Cluster:
     """The committed CRDs and the shipped ClusterRoles installed, the CRDs Established."""
     cluster.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
     cluster.run("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "files" / "rbac"))
+    cluster.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "manifests" / "policy"))
     cluster.run("wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
                 "app.kubernetes.io/part-of=enclave-operator")  # fmt: skip
     return cluster
@@ -161,7 +163,8 @@ def operator_config(
         ],
     }  # fmt: skip
     return write_config(operator_dir / "config.yaml", minio, webhook=webhook, identity=identity, slurm=slurm_config,
-                        ingest=ingest, peering={"lifetimeSeconds": PEERING_LIFETIME_S})  # fmt: skip
+                        ingest=ingest, peering={"lifetimeSeconds": PEERING_LIFETIME_S},
+                        gpu=gpu_config(slurm))  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -171,6 +174,13 @@ def webhooks(crds: Cluster, run_dir: RunDir, operator_dir: Path, operator_config
     balancer = run_dir.start(balancer_service(free_port(), list(webhook_ports)))
     name = yaml.safe_load(operator_config.read_text())["webhook"]["configurationName"]
     return Webhooks(crds.kubeconfig, balancer["url"], ca_file(operator_dir), name)
+
+
+def gpu_config(slurm: SlurmEnv) -> dict[str, Any]:
+    """The local GPU families in both pools; short grace and poll intervals so the tests see ends and drains
+    within seconds."""
+    return {"families": gpu_families(slurm.facts["gpu"]), "endGraceSeconds": 3, "capacityPollSeconds": 2,
+            "limits": {"maxGpus": 12, "maxHours": 48, "maxLeadDays": 30}}  # fmt: skip
 
 
 @pytest.fixture(scope="session")

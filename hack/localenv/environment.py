@@ -7,6 +7,7 @@ import subprocess
 from typing import Any
 
 from localenv.freeipa_server import start_freeipa
+from localenv.kwok import kwok_service
 from localenv.minio import start_minio
 from localenv.orthanc import start_orthanc
 from localenv.plane import start_plane
@@ -14,9 +15,10 @@ from localenv.runtime import REPO_ROOT, RunDir, ServiceError
 from localenv.slapd import start_slapd
 from localenv.slurm import start_slurm
 
-COMPONENTS = ("plane", "minio", "freeipa", "slapd", "slurm", "orthanc")
+COMPONENTS = ("plane", "kwok", "minio", "freeipa", "slapd", "slurm", "orthanc")
 _BUILDERS = {
     "plane": ["bash", str(REPO_ROOT / "hack" / "localplane" / "build.sh")],
+    "kwok": ["bash", str(REPO_ROOT / "hack" / "kwok" / "build.sh")],
     "minio": ["bash", str(REPO_ROOT / "hack" / "minio" / "build.sh")],
     "debian": ["bash", str(REPO_ROOT / "hack" / "install-debian-packages.sh")],
 }
@@ -39,6 +41,7 @@ def up(
     """Start the requested components; already-running ones are reused."""
     starters = {
         "plane": lambda: start_plane(run, controller_manager=controllers, scheduler=controllers),
+        "kwok": lambda: run.start(kwok_service(run, run.path / "kubeconfig")),
         "minio": lambda: start_minio(run),
         "freeipa": lambda: start_freeipa(run),
         "slapd": lambda: start_slapd(run),

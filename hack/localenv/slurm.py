@@ -1,4 +1,5 @@
-"""Slurm accounting on loopback: munged, MariaDB, slurmdbd and slurmctld, all under the run directory.
+"""Slurm on loopback: munged, MariaDB, slurmdbd, slurmctld and one slurmd per GPU node, all under the run
+directory.
 
 Why each piece: the operator writes Slurm associations (accounts, users, GrpTRES=gres/gpu=N) through
 sacctmgr, which talks to slurmdbd, which stores them in MariaDB; slurmdbd and its clients authenticate
@@ -7,6 +8,13 @@ with munge; and `gres/gpu` only becomes a known TRES after a slurmctld with `Gre
 cluster through `SLURM_CONF=<run dir>/slurm/slurm.conf` (see the `env` fact).
 
 Every daemon runs in the foreground so that the PID recorded by `RunDir.start` is the daemon itself.
+
+GPU nodes (GPU_NODES): several node names on this one host, each its own `slurmd -N <node>` with its own
+port, spool and pid file, with typed GPU GRES (`Gres=gpu:a100:2`). Slurm 22.05 drops a GPU GRES without
+device files ("Removing file-less GPU"), so each GPU is a character device node made in the run directory
+(the null device's numbers, as Slurm's own test suite fakes GPUs; a plain file where mknod is not
+allowed, which slurmd accepts with a warning). Each family has its partition (named after the
+architecture, as sites do) and a node feature, which GPU reservations use to pick whole nodes.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,6 +35,13 @@ CLUSTER = "enclave"
 DB_NAME = "slurm_acct_db"
 DB_USER = "slurm"
 CLIENT_TIMEOUT_S = 15.0
+GPU_NODES = {
+    "a100": {"partition": "GPUampere", "nodes": ["gpu-a100-1", "gpu-a100-2"], "gpus": 2},
+    "h100": {"partition": "GPUhopper", "nodes": ["gpu-h100-1"], "gpus": 4},
+}
+"""GPU family → its partition, nodes and GPUs per node (feature = family name, GRES type = family name)."""
+DEFAULT_PARTITION = "gpu"
+"""Every GPU node; jobs without -p land here. A default time limit keeps nodes reservable ahead."""
 
 
 def _paths(run: RunDir) -> dict[str, Path]:
@@ -191,6 +207,17 @@ def _write_confs(run: RunDir, *, munge_socket: str, db_port: int, db_password: s
     user = getpass.getuser()
     host = socket.gethostname().split(".")[0]
     dbd_port, ctld_port, slurmd_port = free_port(), free_port(), free_port()
+    all_nodes = [node for f in GPU_NODES.values() for node in f["nodes"]]
+    node_ports = {node: free_port() for node in all_nodes}
+    devices = {node: _fake_gpus(p["root"] / "dev", node, int(f["gpus"])) for f in GPU_NODES.values()
+               for node in f["nodes"]}  # fmt: skip
+    node_lines = [
+        f"NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 Port={node_ports[node]} CPUs=8 RealMemory=8000 "
+        f"Gres=gpu:{family}:{f['gpus']} Feature={family}"
+        for family, f in GPU_NODES.items() for node in f["nodes"]
+    ]  # fmt: skip
+    for node in all_nodes:
+        (p["spool"] / node).mkdir(parents=True, exist_ok=True)
     dbd = "\n".join(
         [
             "AuthType=auth/munge",
@@ -226,9 +253,9 @@ def _write_confs(run: RunDir, *, munge_socket: str, db_port: int, db_password: s
             # Bind to SlurmctldHost's address (127.0.0.1), not INADDR_ANY (NoCtldInAddrAny is slurmctld's).
             "CommunicationParameters=NoCtldInAddrAny,NoInAddrAny",
             f"StateSaveLocation={p['state']}",
-            f"SlurmdSpoolDir={p['spool']}",
+            f"SlurmdSpoolDir={p['spool']}/%n",
             f"SlurmctldPidFile={p['root'] / 'slurmctld.pid'}",
-            f"SlurmdPidFile={p['root'] / 'slurmd.pid'}",
+            f"SlurmdPidFile={p['root'] / 'slurmd-%n.pid'}",
             "ProctrackType=proctrack/linuxproc",
             "TaskPlugin=task/none",
             "MpiDefault=none",
@@ -245,16 +272,37 @@ def _write_confs(run: RunDir, *, munge_socket: str, db_port: int, db_password: s
             f"AccountingStoragePort={dbd_port}",
             # Clients reach slurmdbd through the munge socket named here, not through AuthInfo.
             f"AccountingStoragePass={munge_socket}",
-            "AccountingStorageTRES=gres/gpu",
+            "AccountingStorageTRES=" + ",".join(["gres/gpu", *(f"gres/gpu:{family}" for family in GPU_NODES)]),
             "AccountingStorageEnforce=associations,limits,safe",
-            # A fake GPU node: slurmctld only needs its definition; no slurmd runs.
-            "NodeName=gpu-node1 NodeAddr=127.0.0.1 CPUs=8 RealMemory=64000 Gres=gpu:4 State=FUTURE",
-            "PartitionName=gpu Nodes=gpu-node1 Default=YES MaxTime=INFINITE State=UP",
+            # The hardware check would drain nodes that claim more CPUs than this host has.
+            "SlurmdParameters=config_overrides",
+            *node_lines,
+            f"PartitionName={DEFAULT_PARTITION} Nodes={','.join(all_nodes)} Default=YES DefaultTime=10 "
+            "MaxTime=INFINITE State=UP",
+            *(f"PartitionName={f['partition']} Nodes={','.join(f['nodes'])} DefaultTime=10 MaxTime=INFINITE State=UP"
+              for f in GPU_NODES.values()),
             "",
         ]
-    )
+    )  # fmt: skip
     p["slurm_conf"].write_text(conf)
-    return {"dbd_port": dbd_port, "ctld_port": ctld_port, "host": host}
+    gres = [f"NodeName={node} Name=gpu Type={family} File={devices[node]}" for family, f in GPU_NODES.items()
+            for node in f["nodes"]]  # fmt: skip
+    (p["root"] / "gres.conf").write_text("\n".join(gres) + "\n")
+    return {"dbd_port": dbd_port, "ctld_port": ctld_port, "host": host, "slurmd_ports": node_ports}
+
+
+def _fake_gpus(directory: Path, node: str, count: int) -> str:
+    """`count` device files for a node's GPUs; returns the gres.conf File= range."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        path = directory / f"{node}-nvidia{index}"
+        if path.exists():
+            continue
+        try:
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            path.touch()
+    return str(directory / f"{node}-nvidia[0-{count - 1}]")
 
 
 def client_env(slurm_conf: str | Path) -> dict[str, str]:
@@ -306,8 +354,34 @@ def slurmctld_service(run: RunDir, conf: Path, ctld_port: int) -> Service:
     )
 
 
+def _node_ready(conf: Path, node: str) -> bool:
+    """Registered with slurmctld with its GPUs: the node is usable (idle, or already running jobs)."""
+    try:
+        out = _run(["scontrol", "show", "node", node, "-o"], env=client_env(conf), timeout=5).stdout
+    except subprocess.TimeoutExpired:
+        return False
+    state = next((f.split("=", 1)[1] for f in out.split() if f.startswith("State=")), "")
+    return state.split("+")[0] in ("IDLE", "MIXED", "ALLOCATED") and "DRAIN" not in state and "*" not in state
+
+
+def slurmd_service(conf: Path, node: str) -> Service:
+    return Service(
+        name=f"slurmd-{node}",
+        argv=["slurmd", "-D", "-N", node, "-f", str(conf)],
+        env=client_env(conf),
+        ready=lambda: _node_ready(conf, node),
+        facts={"node": node},
+    )
+
+
+def gpu_facts() -> dict[str, Any]:
+    """The GPU families as the operator's `gpu.families` configuration names them."""
+    return {family: {"gresType": family, "partition": f["partition"], "feature": family, "nodes": list(f["nodes"]),
+                     "gpusPerNode": f["gpus"]} for family, f in GPU_NODES.items()}  # fmt: skip
+
+
 def start_slurm(run: RunDir) -> dict[str, Any]:
-    """Start munged, MariaDB, slurmdbd and slurmctld in order; return what a client needs."""
+    """Start munged, MariaDB, slurmdbd, slurmctld and the GPU nodes' slurmd in order; return what a client needs."""
     for tool in (
         "munged",
         "mungekey",
@@ -317,7 +391,9 @@ def start_slurm(run: RunDir) -> dict[str, Any]:
         "mariadb-install-db",
         "slurmdbd",
         "slurmctld",
+        "slurmd",
         "sacctmgr",
+        "scontrol",
     ):
         if shutil.which(tool) is None:
             raise ServiceError(f"{tool} not found; run `sudo hack/install-debian-packages.sh`")
@@ -334,9 +410,17 @@ def start_slurm(run: RunDir) -> dict[str, Any]:
     munge = run.start(munge_service(run))
     mariadb = run.start(mariadb_service(run))
     _create_accounting_db(p, db_password)
-    if base_was_running and run.running("slurmctld") and run.running("slurmdbd"):
+    nodes = [node for f in GPU_NODES.values() for node in f["nodes"]]
+    if (
+        base_was_running
+        and run.running("slurmctld")
+        and run.running("slurmdbd")
+        and all(run.running(f"slurmd-{node}") for node in nodes)
+    ):
         return dict(run.load()["services"]["slurmctld"]["facts"]["client"])
-    # Confs carry fresh ports (a restarted MariaDB has a new one): (re)start both Slurm daemons.
+    # Confs carry fresh ports (a restarted MariaDB has a new one): (re)start every Slurm daemon.
+    for node in nodes:
+        run.stop(f"slurmd-{node}")
     run.stop("slurmctld")
     run.stop("slurmdbd")
     ports = _write_confs(run, munge_socket=munge["socket"], db_port=int(mariadb["port"]), db_password=db_password)
@@ -350,9 +434,12 @@ def start_slurm(run: RunDir) -> dict[str, Any]:
         "slurmctld_port": ports["ctld_port"],
         "slurmctld_host": ports["host"],
         "mariadb_socket": mariadb["socket"],
+        "gpu": gpu_facts(),
     }
     # slurmctld registers the cluster (and the gres/gpu TRES) with slurmdbd itself on first start.
     ctld = slurmctld_service(run, p["slurm_conf"], ports["ctld_port"])
     ctld.facts["client"] = facts
     run.start(ctld)
+    for node in nodes:
+        run.start(slurmd_service(p["slurm_conf"], node))
     return facts

@@ -20,10 +20,15 @@ ResearchProject, validating (`review`):
   Slurm account) are found by `research_project.collisions`, which needs I/O; the webhook handler asks
   it and reports through `collision_denial`.
 
-Mutating (`stamp`, both kinds): a platform admin's create or update of a project is the approval of the
+Mutating (`stamp`, every kind): a platform admin's create or update of a project is the approval of the
 spec as it stands, recorded as a signed `enclave.io/approval` (kept unchanged when an earlier approval
 already covers the spec, so re-applying a manifest changes nothing); for everyone else, including the
 operator, the approval stays what it was. DataIngest: the same for data stewards (`review_ingest`).
+GpuReservation: the same for platform admins; the grant is the amounts the booking asks above its
+project's limits (`gpu_reservation.approval_request`).
+
+GpuReservations (`review_gpu_reservation`): only the project's owners, maintainers and members book;
+the window, family, pool and count must be bookable and fit the family's capacity at every instant.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from typing import Any, Literal
 
 import pydantic
 
+from enclave_operator import gpu_calendar
 from enclave_operator.api.research_project import ResearchProjectSpec
-from enclave_operator.reconcilers import approval, research_project
+from enclave_operator.reconcilers import approval, gpu_bookings, gpu_reservation, research_project
 from enclave_operator.reconcilers.approval import APPROVAL_ANNOTATION, APPROVE_ANNOTATION
 from enclave_operator.settings import IngestSettings, OperatorSettings, SelfServiceSettings
 
@@ -173,7 +179,7 @@ def _keep(before: Mapping[str, str], after: Mapping[str, str]) -> Annotations:
 
 def stamp(
     *,
-    kind: Literal["ResearchProject", "DataIngest"],
+    kind: Literal["ResearchProject", "DataIngest", "GpuReservation"],
     operation: Operation,
     requester: Requester,
     old: Mapping[str, Any] | None,
@@ -181,19 +187,22 @@ def stamp(
     settings: OperatorSettings,
     signer: approval.Signer,
     now: datetime.datetime,
+    request: approval.Request | None = None,
 ) -> Annotations:
     """The mutating webhook's annotation changes (see the module docstring).
 
-    An approver's (platform admin for projects, data steward for ingests) create or update is the approval,
-    unless an earlier verified approval still covers the object (re-applying changes nothing); the trigger
-    always stamps anew. A project's grant is its governed spec; an ingest's spec is immutable, so its grant
-    is empty.
+    An approver's (platform admin for projects and GPU bookings, data steward for ingests) create or update
+    is the approval, unless an earlier verified approval still covers the object (re-applying changes
+    nothing); the trigger always stamps anew. A project's grant is its governed spec; an ingest's spec is
+    immutable, so its grant is empty; a booking's grant is what its `request` asks (None: nothing known to
+    approve yet, e.g. no project).
     """
     ref = _ref(kind, new)
     before, after = _annotations(old), _annotations(new)
     project = kind == "ResearchProject"
-    authorized = is_admin(requester, settings.self_service) if project else is_steward(requester, settings.ingest)
-    if not authorized:
+    approver = is_steward(requester, settings.ingest) if kind == "DataIngest" else is_admin(requester,
+                                                                                           settings.self_service)
+    if not approver:
         return _keep(before, after)
     changes: Annotations = {APPROVE_ANNOTATION: None}
     grant: dict[str, Any] = {}
@@ -203,10 +212,18 @@ def stamp(
         except pydantic.ValidationError:
             return changes  # the schema refuses it
         grant = approval.governed(spec)
+    elif request is not None:
+        grant = dict(request.wanted)
+
+    def still_covers(found: approval.Approval) -> bool:
+        if project:
+            return approval.covers(found, spec, settings.self_service)
+        return request is None or approval.decide_request(request, found).approved
+
     if operation == "UPDATE" and APPROVE_ANNOTATION not in after:
         for text in (after.get(APPROVAL_ANNOTATION), before.get(APPROVAL_ANNOTATION)):
             found = signer.verify(ref, text)
-            if found is not None and (not project or approval.covers(found, spec, settings.self_service)):
+            if found is not None and still_covers(found):
                 return {**changes, APPROVAL_ANNOTATION: text}  # unchanged: re-applying changes nothing
     changes[APPROVAL_ANNOTATION] = signer.stamp(ref, requester.username, grant, now)
     return changes
@@ -216,3 +233,69 @@ def review_ingest(*, requester: Requester, old: Mapping[str, Any] | None, new: M
                   ingest: IngestSettings, signer: approval.Signer | None = None) -> None:  # fmt: skip
     """A DataIngest's approval: only data stewards, only as the webhook signed it."""
     _check_approval("DataIngest", "data stewards", is_steward(requester, ingest), requester, old, new, signer)
+
+
+BOOKER_ROLES = ("owner", "maintainer", "member")
+"""Project roles that may book GPUs; viewers may not."""
+
+
+def review_gpu_reservation(
+    *,
+    operation: Operation,
+    requester: Requester,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    ledger: gpu_bookings.Ledger,
+    settings: OperatorSettings,
+    slurm_enabled: bool,
+    now: datetime.datetime,
+    signer: approval.Signer | None = None,
+) -> None:
+    """A GpuReservation is refused, naming the field, when it cannot be admitted: who books, when, which
+    family, within the project's validity, and whether it fits the family's capacity at every instant
+    (the controller decides definitively; this answer is the one researchers see at `kubectl apply`)."""
+    admin = is_admin(requester, settings.self_service)
+    user = requester.username.removeprefix(settings.kubernetes.user_prefix)
+    if operation in ("CREATE", "UPDATE"):
+        _check_approval("GpuReservation", "platform admins", admin, requester, old, new, signer)
+    if operation == "UPDATE" and (old or {}).get("spec") == (new or {}).get("spec"):
+        return  # metadata only (approval, finalizers, labels)
+    booking = gpu_bookings.booking_from_body(new or {})
+    if booking is None:
+        raise Denied("spec: not a valid GpuReservation (kubectl explain gpureservation.spec)")
+    project = ledger.projects.get(booking.namespace)
+    refusal = gpu_reservation.project_refusal(project, booking.namespace)
+    if refusal is not None or project is None:
+        raise Denied(refusal.message if refusal else "metadata.namespace: no project")
+    if not admin and project.roles.get(user) not in BOOKER_ROLES:
+        role = project.roles.get(user)
+        raise Denied(f"metadata.namespace: only project {project.name}'s owners, maintainers and members may book "
+                     f"GPUs ({user} is {'a ' + role if role else 'not a member'})")  # fmt: skip
+    gpu = settings.gpu
+    capacity = ledger.capacity(booking.pool, booking.family, gpu)
+    problem = gpu_reservation.spec_refusal(booking, project, gpu, capacity, slurm_enabled)
+    if problem is not None:
+        raise Denied(problem.message)
+    before = gpu_bookings.booking_from_body(old) if operation == "UPDATE" and old else None
+    if before is None and booking.start < now - gpu_reservation.START_SKEW:
+        raise Denied(f"spec.start: {gpu_calendar.stamp(booking.start)} is in the past; book from now on")
+    if before is not None and before.start <= now and booking.start != before.start:
+        raise Denied(f"spec.start: the window started at {gpu_calendar.stamp(before.start)}; only spec.end and "
+                     "spec.count can change now")  # fmt: skip
+    if before is not None and booking.end <= now:
+        raise Denied(f"spec.end: {gpu_calendar.stamp(booking.end)} is in the past; delete the booking to end it now")
+    if not capacity.known:
+        return  # the controller decides once the pool can be read again
+    if booking.count > capacity.gpus:
+        raise Denied(f"spec.count: {capacity.label} has {capacity.gpus} GPUs ({capacity.detail})")
+    if before is not None:
+        booking = dataclasses.replace(booking, uid=before.uid)
+    candidate = booking.slot(now)
+    waiting = [b.slot(now) for b in gpu_reservation.undecided(ledger, booking, gpu, slurm_enabled, now)]
+    held = gpu_reservation.competing(ledger, booking, candidate.start, candidate.end) + waiting
+    conflict = gpu_calendar.first_conflict(held, candidate, capacity.gpus)
+    if conflict is not None:
+        horizon = datetime.timedelta(days=gpu.calendar_horizon_days)
+        around = gpu_reservation.competing(ledger, booking, candidate.start - horizon, candidate.end + horizon)
+        windows = gpu_calendar.nearby_windows(around + waiting, capacity.gpus, candidate, horizon, now)
+        raise Denied("spec.count: does not fit: " + gpu_calendar.explain(capacity.label, candidate, conflict, windows))

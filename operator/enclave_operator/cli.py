@@ -3,6 +3,7 @@
 enclave-operator run --config config.yaml [--liveness-port 8080] [--metrics-port 9090] [--log-format json]
                      [--webhook-port 9443] [--webhook-address ADDR] [--bind ADDR] [--standalone]
 enclave-operator check-config --config config.yaml
+enclave-operator gpu-calendar --config config.yaml [--family a100] [--pool slurm|kubernetes] [--days 14]
 enclave-operator crds
 enclave-operator webhook-config (--url https://host:port | --service namespace/name[:port]) --ca-file ca.crt
 
@@ -113,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--debug", action="store_true")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", type=Path)
+    cal = sub.add_parser("gpu-calendar", help="per GPU family and pool: booked and free GPUs over time, and who")
+    cal.add_argument("--config", type=Path)
+    cal.add_argument("--family", help="only this family")
+    cal.add_argument("--pool", choices=("slurm", "kubernetes"), help="only this pool")
+    cal.add_argument("--days", type=float, default=14.0, help="how far ahead (default 14)")
     sub.add_parser("crds", help="print the CRDs generated from the typed API")
     hook = sub.add_parser("webhook-config", help="print the webhook configurations the deployment installs")
     where = hook.add_mutually_exclusive_group(required=True)
@@ -129,6 +135,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             settings_mod.load(args.config)
             print("configuration is valid")
+            return 0
+        if args.command == "gpu-calendar":
+            from enclave_operator import gpu_report
+
+            config = settings_mod.load(args.config, check_secrets=False)
+            if args.family and args.family not in gpu_report.families(config):
+                known = ", ".join(gpu_report.families(config)) or "none"
+                print(f"enclave-operator: --family {args.family} is not configured (families: {known})",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+            sys.stdout.write(asyncio.run(gpu_report.calendar(config, args.days, args.family, args.pool)))
             return 0
         from enclave_operator.api import crdgen
 

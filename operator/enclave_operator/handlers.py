@@ -26,11 +26,15 @@ import kopf
 from enclave_operator import admission, metrics
 from enclave_operator.api import GROUP, VERSION
 from enclave_operator.api.data_ingest import KIND as INGEST_KIND
+from enclave_operator.api.gpu_reservation import FINAL_PHASES
+from enclave_operator.api.gpu_reservation import KIND as GPU_KIND
 from enclave_operator.api.research_project import KIND as PROJECT_KIND
+from enclave_operator.backends import kube
+from enclave_operator.backends.errors import BackendError
 from enclave_operator.engine import status as status_io
 from enclave_operator.engine.events import KubeRecorder
 from enclave_operator.engine.slots import Priority
-from enclave_operator.reconcilers import data_ingest, research_project
+from enclave_operator.reconcilers import approval, data_ingest, gpu_bookings, gpu_reservation, research_project
 from enclave_operator.runtime import Runtime
 from enclave_operator.settings import IntervalSettings, OperatorSettings
 
@@ -39,6 +43,8 @@ KOPF_PREFIX = f"kopf.{GROUP}"
 annotations under its prefix, and `enclave.io/approval` must start a reconcile at once (issue 14.1)."""
 PROJECTS = (GROUP, VERSION, PROJECT_KIND.plural)
 INGESTS = (GROUP, VERSION, INGEST_KIND.plural)
+RESERVATIONS = (GROUP, VERSION, GPU_KIND.plural)
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +62,8 @@ WEBHOOKS = (
     Webhook("policy", PROJECT_KIND.plural, "Validating", ("CREATE", "UPDATE", "DELETE")),
     Webhook("stamp-ingest", INGEST_KIND.plural, "Mutating", ("CREATE", "UPDATE")),
     Webhook("approval", INGEST_KIND.plural, "Validating", ("CREATE", "UPDATE")),
+    Webhook("stamp-booking", GPU_KIND.plural, "Mutating", ("CREATE", "UPDATE")),
+    Webhook("booking", GPU_KIND.plural, "Validating", ("CREATE", "UPDATE")),
 )
 WEBHOOK_TIMEOUT_S = 15
 """The API server's bound of one webhook call; collision checks ask every backend once (≈ 1 s)."""
@@ -122,6 +130,27 @@ def today() -> datetime.date:
     return datetime.datetime.now(datetime.UTC).date()
 
 
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def booking_running(spec: Any, status: Any, **_: Any) -> bool:
+    """A booking's clock runs until its phase is final (and, in Kubernetes, its pods' grace period has passed)."""
+    status = status or {}
+    if status.get("phase") not in FINAL_PHASES:
+        return True
+    return status.get("phase") == "Expired" and (spec or {}).get("pool") == "kubernetes" and bool(
+        status.get("booked")) and status.get("evictedPods") is None  # fmt: skip
+
+
+async def poll_slurm_capacity(runtime: Runtime) -> None:
+    """Read Slurm node capacity every gpu.capacityPollSeconds; wake the bookings whose family changed."""
+    assert runtime.scontrol is not None
+    while True:
+        await asyncio.sleep(runtime.settings.gpu.capacity_poll_seconds)
+        runtime.ledger.wake(await gpu_bookings.refresh_slurm(runtime.ledger, runtime.scontrol, runtime.settings.gpu))
+
+
 def in_cluster(info: kopf.ConnectionInfo | None) -> kopf.ConnectionInfo | None:
     """The service account's connection to the API server at KUBERNETES_SERVICE_HOST/PORT, as client-go and
     lightkube (our own client) find it, rather than kopf's `kubernetes.default.svc`, which needs cluster DNS
@@ -168,8 +197,22 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
         configure(settings, config)
-        memo.runtime = Runtime.create(config)
-        logger.info("running as %s", await memo.runtime.learn_identity())
+        runtime = getattr(memo, "runtime", None) or Runtime.create(config)
+        memo.runtime = runtime
+        if not runtime.identity:
+            logger.info("running as %s", await runtime.learn_identity())
+        try:
+            # Before any handler runs: admission decisions must see every booking, not those watched so far.
+            await gpu_bookings.prime(runtime.ledger, runtime.backends.kube, config, today())
+        except BackendError as error:
+            raise kopf.TemporaryError(f"cannot read GPU bookings: {error}", delay=5) from None
+        # The ledger's own watches, in every process: a standby serves the webhook too (kopf pauses its handlers).
+        runtime.tasks.append(asyncio.create_task(gpu_bookings.follow(runtime.ledger, runtime.backends.kube, config,
+                                                                     today)))  # fmt: skip
+        if runtime.scontrol is not None and gpu_bookings.slurm_families(config.gpu):
+            await gpu_bookings.refresh_slurm(runtime.ledger, runtime.scontrol, config.gpu)
+            runtime.tasks.append(asyncio.create_task(poll_slurm_capacity(runtime)))
+        metrics.GPU.source = lambda: gpu_bookings.figures(runtime.ledger, config.gpu, now())
 
     def requester(userinfo: dict[str, Any], runtime: Runtime) -> admission.Requester:
         username = str(userinfo.get("username", ""))
@@ -195,6 +238,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                 return  # gone meanwhile
             meta = body["metadata"]
             recorder = KubeRecorder(runtime.backends.kube, body)
+            namespace = runtime.settings.naming.namespace.format(project=meta["name"])
+            booked_gpus, booked_families = runtime.ledger.active_kubernetes(namespace, now())
             result = await research_project.reconcile(
                 name=meta["name"],
                 generation=int(meta.get("generation", 0)),
@@ -207,6 +252,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                 annotations=dict(meta.get("annotations") or {}),
                 uid=str(meta.get("uid", "")),
                 signer=runtime.signer,
+                booked_gpus=booked_gpus,
+                booked_families=booked_families,
             )
             await recorder.flush()
             if result.changed:
@@ -235,15 +282,15 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         await asyncio.sleep(random.uniform(0, config.intervals.resync_jitter * config.intervals.resync_seconds))
         await _reconcile(body, memo, priority=Priority.RESYNC)
 
-    def mutate(kind: Literal["ResearchProject", "DataIngest"], operation: str, userinfo: dict[str, Any],
-               old: kopf.Body | None, new: kopf.Body | None, body: kopf.Body, patch: kopf.Patch,
-               memo: kopf.Memo) -> None:  # fmt: skip
+    def mutate(kind: Literal["ResearchProject", "DataIngest", "GpuReservation"], operation: str,
+               userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None, body: kopf.Body,
+               patch: kopf.Patch, memo: kopf.Memo, request: approval.Request | None = None) -> None:  # fmt: skip
         runtime: Runtime = memo.runtime
         assert runtime.signer is not None
         changes = admission.stamp(
             kind=kind, operation=operation,  # type: ignore[arg-type]
             requester=requester(userinfo, runtime), old=old, new=new if new is not None else body,
-            settings=config, signer=runtime.signer, now=datetime.datetime.now(datetime.UTC),
+            settings=config, signer=runtime.signer, now=datetime.datetime.now(datetime.UTC), request=request,
         )  # fmt: skip
         for key, value in changes.items():
             patch.metadata.annotations[key] = value
@@ -393,3 +440,131 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             raise kopf.TemporaryError(outcome.message, delay=backoff(runtime.settings.intervals, retry))
         metrics.OBJECTS.forget(PROJECT_KIND.kind, meta["uid"])
         runtime.locks.pop(meta["uid"], None)
+
+    # --- GPU bookings ---------------------------------------------------------------------------------
+
+    async def _reconcile_booking(body: kopf.Body, memo: kopf.Memo) -> gpu_reservation.GpuResult:
+        runtime: Runtime = memo.runtime
+        meta = body["metadata"]
+        uid = meta["uid"]
+        recorder = KubeRecorder(runtime.backends.kube, body)
+        # A phase change is due at an instant (start, end): it goes first, like an edit (engine/slots.py).
+        async with runtime.slots.take(Priority.EDIT), runtime.locks[uid], observed(GPU_KIND.kind) as outcome:
+            current = runtime.ledger.newest(uid, dict(body))
+            result = await gpu_reservation.reconcile(
+                body=current, ledger=runtime.ledger, settings=runtime.settings, kube_client=runtime.backends.kube,
+                scontrol=runtime.scontrol, recorder=recorder, now=now(),
+            )  # fmt: skip
+            await recorder.flush()
+            if result.changed:
+                stored = await status_io.write_reservation_status(
+                    runtime.backends.kube, meta["namespace"], meta["name"], result.status
+                )
+                runtime.ledger.remember(stored)
+            elif result.booking is not None:
+                runtime.ledger.put_booking(result.booking)
+            outcome["result"] = "retry" if result.retry else "ok"
+        return result
+
+    async def _reconcile_project_of(namespace: str, memo: kopf.Memo) -> None:
+        """The booking's start or end changes the project's quota and placement: reconcile the project now
+        (in this process, through the project's own reconcile: it is the quota's only writer)."""
+        runtime: Runtime = memo.runtime
+        project = runtime.ledger.projects.get(namespace)
+        if project is None:
+            return
+        try:
+            found = await kube.call(f"get researchproject {project.name}", runtime.backends.kube.get(
+                status_io.ResearchProjectResource, project.name))  # fmt: skip
+        except BackendError as error:
+            logger.warning("cannot reconcile project %s after a booking changed: %s", project.name, error)
+            return
+        try:
+            await _reconcile(kopf.Body(found.to_dict()), memo)
+        except kopf.TemporaryError as error:
+            logger.info("project %s not converged yet after a booking changed: %s", project.name, error)
+
+    @kopf.daemon(*RESERVATIONS, registry=registry, id="clock", when=booking_running, cancellation_timeout=5.0)
+    async def booking_clock(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Reconcile now, then again exactly at the next phase change (start, end, end of grace), when woken
+        (spec, approval, project or capacity changed), or at the resync interval, whichever comes first.
+        The next instant is computed from status and clock each time, so a restarted operator keeps time."""
+        runtime: Runtime = memo.runtime
+        uid = body["metadata"]["uid"]
+        retries = 0
+        while True:
+            wake = runtime.ledger.wakeups[uid]
+            wake.clear()
+            try:
+                result = await _reconcile_booking(body, memo)
+                if result.project_affected:
+                    await _reconcile_project_of(body["metadata"]["namespace"], memo)
+                    result = await _reconcile_booking(body, memo)
+            except BackendError as error:
+                logger.warning("booking %s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], error)
+                result = None
+            if result is not None and result.wake_at is None and not result.retry and not booking_running(
+                    body.get("spec"), result.status):  # fmt: skip
+                return
+            delay = float(runtime.settings.intervals.resync_seconds)
+            if result is not None and result.wake_at is not None:
+                delay = min(delay, max((result.wake_at - now()).total_seconds(), 0.0) + 0.05)
+            if result is None or result.retry:
+                delay = min(delay, backoff(runtime.settings.intervals, retries))
+                retries += 1
+            else:
+                retries = 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=delay)
+
+    @kopf.on.delete(*RESERVATIONS, registry=registry, id="finalize")
+    async def delete_booking(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Cancel: the Slurm reservation goes; an active Kubernetes booking's GPUs leave the quota now."""
+        runtime: Runtime = memo.runtime
+        meta = body["metadata"]
+        recorder = KubeRecorder(runtime.backends.kube, body)
+        async with runtime.slots.take(Priority.EDIT), runtime.locks[meta["uid"]]:
+            outcome = await gpu_reservation.finalize(body=body, ledger=runtime.ledger, settings=runtime.settings,
+                                                     scontrol=runtime.scontrol, recorder=recorder)  # fmt: skip
+            await recorder.flush()
+        if not outcome.done:
+            raise kopf.TemporaryError(outcome.message, delay=runtime.settings.intervals.retry_seconds)
+        known = runtime.ledger.bookings.get(meta["uid"])
+        was_active = known is not None and known.pool == "kubernetes" and known.booked is not None and (
+            known.booked.start <= now() < known.booked.end)  # fmt: skip
+        runtime.ledger.drop_booking(meta["uid"])
+        runtime.locks.pop(meta["uid"], None)
+        if was_active:
+            await _reconcile_project_of(meta["namespace"], memo)
+
+    @kopf.on.mutate(*RESERVATIONS, registry=registry, id="stamp-booking", operations=["CREATE", "UPDATE"])
+    def stamp_booking(operation: str, userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None,
+                      body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # fmt: skip
+        """A platform admin's create, update or `enclave.io/approve` approves the booking's amounts above its
+        project's limits (see admission.py)."""
+        runtime: Runtime = memo.runtime
+        booking = gpu_bookings.booking_from_body(new if new is not None else body)
+        project = runtime.ledger.projects.get(booking.namespace) if booking is not None else None
+        request = None
+        if booking is not None and project is not None:
+            request = gpu_reservation.approval_request(booking, project, runtime.ledger, config.gpu, now())
+        mutate(GPU_KIND.kind, operation, userinfo, old, new, body, patch, memo, request)  # type: ignore[arg-type]
+
+    @kopf.on.validate(*RESERVATIONS, registry=registry, id="booking", operations=["CREATE", "UPDATE"])
+    async def validate_booking(operation: str, userinfo: dict[str, Any], old: kopf.Body | None,
+                               new: kopf.Body | None, body: kopf.Body, memo: kopf.Memo,
+                               **_: Any) -> None:  # fmt: skip
+        """Who books, when, which family, and whether it fits (see admission.review_gpu_reservation)."""
+        runtime: Runtime = memo.runtime
+        start = time.perf_counter()
+        try:
+            admission.review_gpu_reservation(
+                operation=operation,  # type: ignore[arg-type]
+                requester=requester(userinfo, runtime), old=old, new=new if new is not None else body,
+                ledger=runtime.ledger, settings=config, slurm_enabled=runtime.scontrol is not None, now=now(),
+                signer=runtime.signer,
+            )  # fmt: skip
+        except admission.Denied as denied:
+            raise kopf.AdmissionError(str(denied), code=403) from None
+        finally:
+            metrics.ADMISSION_SECONDS.labels(kind=GPU_KIND.kind).observe(time.perf_counter() - start)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter as Tally
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram
@@ -25,6 +25,7 @@ RECONCILE_ERRORS = Counter("enclave_reconcile_errors_total", "Reconciles that en
 RECONCILE_SECONDS = Histogram("enclave_reconcile_duration_seconds", "Duration of one reconcile", ["kind"])
 BACKEND_WRITES = Counter("enclave_backend_writes_total", "Changes made to backends", ["part", "action"])
 BACKEND_ERRORS = Counter("enclave_backend_errors_total", "Failed backend calls", ["part", "action"])
+ADMISSION_SECONDS = Histogram("enclave_admission_duration_seconds", "Duration of one admission review", ["kind"])
 BACKEND_CALL_SECONDS = Histogram("enclave_backend_call_duration_seconds", "Backend call duration", ["part", "action"])
 BACKEND_REQUESTS = Counter(
     "enclave_backend_requests_total",
@@ -32,6 +33,33 @@ BACKEND_REQUESTS = Counter(
     ["backend", "kind"],
 )
 """kind is read or write; Kubernetes requests are counted by the API server itself (apiserver_request_total)."""
+
+GpuFigures = Mapping[tuple[str, str], tuple[int, int, int]]
+"""(pool, family) → (capacity, booked, active) GPUs."""
+
+
+class GpuCollector(Collector):
+    """GPU capacity and bookings per pool and family, computed from the operator's ledger at each scrape."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], GpuFigures] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        figures = self.source() if self.source is not None else {}
+        families = [
+            GaugeMetricFamily("enclave_gpu_capacity", "Bookable GPUs now (usable nodes)", labels=["pool", "family"]),
+            GaugeMetricFamily("enclave_gpu_booked", "GPUs of admitted bookings not ended", labels=["pool", "family"]),
+            GaugeMetricFamily("enclave_gpu_active", "GPUs of bookings active now", labels=["pool", "family"]),
+        ]
+        for (pool, family), values in sorted(figures.items()):
+            for metric, value in zip(families, values, strict=True):
+                metric.add_metric([pool, family], value)
+        yield from families
+
+
+GPU = GpuCollector()
+REGISTRY.register(GPU)
+
 INGEST_ITEMS = Counter("enclave_ingest_items_total", "Items DataIngest workers finished, by result", ["result"])
 INGEST_BYTES = Counter("enclave_ingest_bytes_total", "Bytes DataIngest workers wrote into project buckets")
 

@@ -12,8 +12,16 @@ from lightkube import AsyncClient
 from lightkube.resources.authentication_v1 import SelfSubjectReview
 
 from enclave_operator import signing
-from enclave_operator.backends import identity_freeipa, identity_ldap, s3_minio, slurm_accounts, throttle
+from enclave_operator.backends import (
+    identity_freeipa,
+    identity_ldap,
+    s3_minio,
+    slurm_accounts,
+    slurm_reservations,
+    throttle,
+)
 from enclave_operator.engine.slots import Slots
+from enclave_operator.reconcilers.gpu_bookings import Ledger
 from enclave_operator.reconcilers.research_project import Backends, IdentityClient
 from enclave_operator.settings import OperatorSettings
 
@@ -35,6 +43,12 @@ class Runtime:
     """One lock per object uid: timers and event handlers of one object never run at once."""
     slots: Slots = dataclasses.field(default_factory=lambda: Slots(16))
     """Reconciles at once, by priority (settings.throttle.reconciles)."""
+    ledger: Ledger = dataclasses.field(default_factory=Ledger)
+    """GPU bookings, projects and GPU nodes in memory (webhook, booking controller, project quota)."""
+    scontrol: slurm_accounts.Sacctmgr | None = None
+    """scontrol runner (GPU reservations, Slurm node capacity); None without Slurm."""
+    tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+    """Background loops (Slurm capacity), cancelled at cleanup."""
 
     async def learn_identity(self) -> str:
         """Ask the API server who this process is (authentication.k8s.io/v1 SelfSubjectReview)."""
@@ -70,10 +84,15 @@ class Runtime:
             assert settings.identity.ldap is not None
             identity = identity_ldap.LdapClient(settings.identity.ldap)
         slurm = slurm_accounts.Sacctmgr(settings.slurm) if settings.slurm is not None else None
+        scontrol = slurm_reservations.scontrol(settings.slurm) if settings.slurm is not None else None
         backends = Backends(kube=kube, s3=s3_minio.S3Clients(conn), identity=identity, slurm=slurm)
-        return cls(settings, backends, signer=settings.webhook.signer(), slots=Slots(limits.reconciles))
+        signer = settings.webhook.signer()
+        return cls(settings, backends, signer=signer, slots=Slots(limits.reconciles), ledger=Ledger(signer),
+                   scontrol=scontrol)  # fmt: skip
 
     async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
         await self.backends.kube.close()
         if self.backends.identity is not None:
             await self.backends.identity.close()

@@ -359,6 +359,143 @@ class ThrottleSettings(_Settings):
     slurm_per_second: float = pydantic.Field(0.0, ge=0, description="Most sacctmgr runs per second; 0: no limit.")
 
 
+GPU_LABEL_KEY = "nvidia.com/gpu.product"
+"""The node label NVIDIA's GPU Operator (GPU feature discovery) sets to the GPU's product name."""
+
+
+class GpuFamilySettings(_Settings):
+    """One GPU family researchers can book, and how each pool recognises its GPUs."""
+
+    name: str = pydantic.Field(
+        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=63, description="Family name researchers book, e.g. a100."
+    )
+    node_label_value: str | None = pydantic.Field(
+        None,
+        max_length=63,
+        description="Value of gpu.nodeLabelKey on the family's Kubernetes nodes (e.g. NVIDIA-A100-SXM4-80GB); "
+        "None: the family is not in the Kubernetes pool.",
+    )
+    slurm_gres_type: str | None = pydantic.Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Type in the Slurm nodes' GRES (gpu:<type>:<count>), e.g. a100; None: not in the Slurm pool.",
+    )
+    slurm_partition: str | None = pydantic.Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Partition holding the family's Slurm nodes (sites name them after the architecture, e.g. "
+        "GPUampere); reservations take whole nodes from it.",
+    )
+    slurm_feature: str | None = pydantic.Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Node feature (slurm.conf Feature=) marking the family's nodes; used with or instead of "
+        "slurmPartition to choose the reservation's nodes.",
+    )
+    booking_required: bool = pydantic.Field(
+        False,
+        description="On Kubernetes, GPU pods may use this family only during an active booking of it; otherwise "
+        "any project's GPU pods within its quota may.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _slurm_nodes_selectable(self) -> GpuFamilySettings:
+        if self.slurm_gres_type and not (self.slurm_partition or self.slurm_feature):
+            raise ValueError(
+                f"family {self.name}: slurmPartition or slurmFeature is required with slurmGresType "
+                "(Slurm 22.05 reserves whole nodes, chosen by partition or feature)"
+            )
+        return self
+
+
+class GpuLimits(_Settings):
+    """What one project may book without a platform admin's approval."""
+
+    max_gpus: int = pydantic.Field(
+        8, ge=0, le=100_000, description="Most GPUs the project holds at any instant, over all its bookings."
+    )
+    max_hours: float = pydantic.Field(168.0, gt=0, description="Longest window of one booking, hours (default a week).")
+    max_lead_days: float = pydantic.Field(
+        90.0, ge=0, description="Furthest a booking may start ahead of now, days (default a quarter)."
+    )
+
+
+class GpuSettings(_Settings):
+    """GPU bookings (GpuReservation): the families, the limits, and how bookings are enforced."""
+
+    families: list[GpuFamilySettings] = pydantic.Field(
+        default_factory=list, description="The bookable GPU families; empty: GpuReservations are refused."
+    )
+    node_label_key: str = pydantic.Field(
+        GPU_LABEL_KEY, max_length=253, description="Node label whose value names a node's GPU family."
+    )
+    resource_name: str = pydantic.Field(
+        "nvidia.com/gpu", max_length=253, description="The extended resource of one GPU on Kubernetes nodes."
+    )
+    limits: GpuLimits = pydantic.Field(default_factory=GpuLimits, description="Default limits per project.")
+    project_limits: dict[str, GpuLimits] = pydantic.Field(
+        default_factory=dict, description="Limits of named projects, instead of `limits`."
+    )
+    slurm_reservation: str = pydantic.Field(
+        "{namespace}-{name}",
+        description="Slurm reservation name template; {namespace} and {name} are the GpuReservation's.",
+    )
+    slurm_flags: list[str] = pydantic.Field(
+        default_factory=lambda: ["MAGNETIC", "REPLACE_DOWN"],
+        description="Flags of every Slurm reservation: MAGNETIC lets the account's jobs use it without "
+        "--reservation; REPLACE_DOWN swaps nodes that go down or are drained.",
+    )
+    end_grace_seconds: float = pydantic.Field(
+        300.0,
+        ge=0,
+        description="After a Kubernetes booking ends, its project's GPU pods on the family's nodes are evicted "
+        "after this many seconds (time to checkpoint), unless another active booking covers them.",
+    )
+    capacity_poll_seconds: float = pydantic.Field(
+        30.0, ge=1, description="How often Slurm node capacity is read again (Kubernetes nodes are watched)."
+    )
+    decision_settle_seconds: float = pydantic.Field(
+        1.5,
+        ge=1,
+        le=60,
+        description="A new booking is decided this long after its creation second began: creation times have "
+        "whole seconds, so only then are all bookings of the same second known and ordered by name.",
+    )
+    calendar_horizon_days: float = pydantic.Field(
+        14.0, gt=0, le=366, description="How far around a refused window free windows are looked for, days."
+    )
+
+    @pydantic.field_validator("families")
+    @classmethod
+    def _unique(cls, value: list[GpuFamilySettings]) -> list[GpuFamilySettings]:
+        names = [f.name for f in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"family names must be unique: {', '.join(duplicates)}")
+        return value
+
+    @pydantic.field_validator("slurm_reservation")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if "{name}" not in value or "{namespace}" not in value:
+            raise ValueError("must contain {namespace} and {name}, or two bookings would share a reservation")
+        return value
+
+    @pydantic.field_validator("slurm_flags")
+    @classmethod
+    def _flags(cls, value: list[str]) -> list[str]:
+        for flag in value:
+            if not re.fullmatch(r"[A-Z_]{1,32}", flag):
+                raise ValueError(f"{flag!r} is not a Slurm reservation flag (e.g. MAGNETIC)")
+        return value
+
+    def family(self, name: str) -> GpuFamilySettings | None:
+        return next((f for f in self.families if f.name == name), None)
+
+    def limits_for(self, project: str) -> GpuLimits:
+        return self.project_limits.get(project, self.limits)
+
+
 class OperatorSettings(_Settings):
     """All settings of the operator."""
 
@@ -378,6 +515,7 @@ class OperatorSettings(_Settings):
     ingest: IngestSettings = pydantic.Field(default_factory=IngestSettings, description="DataIngest workers.")
     identity: IdentitySettings | None = pydantic.Field(None, description="Identity groups; absent means none.")
     slurm: SlurmSettings | None = pydantic.Field(None, description="Slurm accounting; absent means no Slurm.")
+    gpu: GpuSettings = pydantic.Field(default_factory=GpuSettings, description="GPU bookings.")
 
 
 def _format_errors(error: pydantic.ValidationError) -> str:
@@ -397,8 +535,9 @@ def parse(data: Any, source: str = "configuration") -> OperatorSettings:
         raise ConfigError(f"{source} is invalid:\n{_format_errors(error)}") from None
 
 
-def load(path: Path | str | None = None) -> OperatorSettings:
-    """Load and validate the configuration file (or $ENCLAVE_CONFIG)."""
+def load(path: Path | str | None = None, *, check_secrets: bool = True) -> OperatorSettings:
+    """Load and validate the configuration file (or $ENCLAVE_CONFIG); check_secrets=False for commands that
+    only read the cluster (gpu-calendar) and need no backend credentials."""
     path = path or os.environ.get(CONFIG_ENV)
     if not path:
         raise ConfigError(f"no configuration: pass --config FILE or set {CONFIG_ENV}")
@@ -409,6 +548,8 @@ def load(path: Path | str | None = None) -> OperatorSettings:
     except yaml.YAMLError as error:
         raise ConfigError(f"configuration {path} is not valid YAML: {error}") from None
     settings = parse(data, str(path))
+    if not check_secrets:
+        return settings
     settings.s3.credentials()  # fail at start-up, not at the first reconcile
     settings.webhook.signer()
     for name, file in (("certFile", settings.webhook.cert_file), ("keyFile", settings.webhook.key_file)):

@@ -36,6 +36,8 @@ def test_demo_up_down_up_resumes_and_converges(tmp_path: Path) -> None:
         second = _run(env, demo, "up")
         assert second.returncode == 0, f"second demo failed:\n{second.stdout[-3000:]}\n{second.stderr[-3000:]}"
         assert "already succeeded in this run directory (resumed)" in second.stdout
+        assert "miccai-deadline" in first.stdout and "Scheduled" in first.stdout, "the example GPU booking"
+        assert "example GpuReservation was booked in this run directory already (resumed" in second.stdout
         assert "make clean && make demo" in second.stdout
     finally:
         _run(env, localenv, "down")

@@ -47,3 +47,55 @@ class ProjectBuilder:
 
     def spec(self) -> dict[str, Any]:
         return copy.deepcopy(self._obj["spec"])
+
+
+class BookingBuilder:
+    """`BookingBuilder("miccai", "onco").pool("slurm").family("a100").gpus(4).window(start, end).obj()`."""
+
+    def __init__(self, name: str, namespace: str) -> None:
+        self._obj: dict[str, Any] = {
+            "apiVersion": "enclave.io/v1alpha1",
+            "kind": "GpuReservation",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"pool": "kubernetes", "family": "a100", "count": 1, "start": "2026-12-01T08:00:00Z",
+                     "end": "2026-12-01T20:00:00Z", "purpose": "tests"},
+        }  # fmt: skip
+
+    def pool(self, pool: str) -> BookingBuilder:
+        self._obj["spec"]["pool"] = pool
+        return self
+
+    def family(self, family: str) -> BookingBuilder:
+        self._obj["spec"]["family"] = family
+        return self
+
+    def gpus(self, count: int) -> BookingBuilder:
+        self._obj["spec"]["count"] = count
+        return self
+
+    def window(self, start: str, end: str | None = None, duration: str | None = None) -> BookingBuilder:
+        spec = self._obj["spec"]
+        spec["start"] = start
+        spec.pop("end", None)
+        spec.pop("duration", None)
+        if end is not None:
+            spec["end"] = end
+        if duration is not None:
+            spec["duration"] = duration
+        return self
+
+    def annotate(self, **annotations: str) -> BookingBuilder:
+        self._obj["metadata"].setdefault("annotations", {}).update(annotations)
+        return self
+
+    def meta(self, **fields: Any) -> BookingBuilder:
+        """Server-set metadata for unit tests: uid, creationTimestamp, generation, resourceVersion."""
+        self._obj["metadata"].update(fields)
+        return self
+
+    def status(self, **fields: Any) -> BookingBuilder:
+        self._obj.setdefault("status", {}).update(fields)
+        return self
+
+    def obj(self) -> dict[str, Any]:
+        return copy.deepcopy(self._obj)

@@ -49,9 +49,12 @@ class OperatorProcess:
         self.env: dict[str, str] = {}
         """Extra environment (backend passwords, the signing key), as a Secret would provide it."""
 
-    def start(self) -> OperatorProcess:
-        self.liveness_port, self.metrics_port = free_port(), free_port()
-        env = {
+    def cli(self) -> list[str]:
+        """The operator's command line (for its other subcommands, e.g. gpu-calendar)."""
+        return [sys.executable, "-m", "enclave_operator"]
+
+    def cli_env(self) -> dict[str, str]:
+        return {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "ENCLAVE_S3_ACCESS_KEY": self.minio["access_key"],
@@ -59,6 +62,10 @@ class OperatorProcess:
             "POD_ID": self.pod_id,
             **self.env,
         }
+
+    def start(self) -> OperatorProcess:
+        self.liveness_port, self.metrics_port = free_port(), free_port()
+        env = self.cli_env()
         flags = ["--standalone"] if self.standalone else []
         flags += ["--webhook-port", str(self.webhook_port)] if self.webhook_port else []
         with open(self.log, "ab") as log:

@@ -10,3 +10,15 @@ POLL = 0.25
 """Polling interval of `wait_for`."""
 BENCH_SMOKE = 600.0
 """The benchmark's smoke run (N=20) from start to end, servers included (about a minute on an idle machine)."""
+BOOKING_DECIDED = 30.0
+"""From `kubectl apply` of a GpuReservation to its phase (Scheduled, Pending, Rejected, Cancelled): the decision
+waits out the booking's creation second, then one reconcile (measured ~1-2 s)."""
+BOOKING_FOLLOWS = 30.0
+"""After a booking's decision or phase change, what follows from it (the Slurm reservation removed, a GPU pod
+running or evicted after the grace period, CapacityAtRisk after a node drained or came back): one or two
+reconciles, or one Slurm capacity poll (gpu.capacityPollSeconds)."""
+PHASE_ON_TIME = 5.0
+"""A GpuReservation's phase change is seen within this long after its start or end (measured ~0.3-1.5 s)."""
+QUOTA_FOLLOWS = 20.0
+"""After a booking's phase change, the project's quota follows within this long: the project's whole reconcile
+(every backend part) runs first; seconds on a loaded shared machine."""

@@ -61,3 +61,30 @@ def test_scale_defaults_bound_the_work() -> None:
     assert loaded.throttle.reconciles == 16 and loaded.throttle.kubernetes_per_second == 50
     assert loaded.throttle.s3_per_second == 0, "no rate limit unless configured"
     assert 0 < loaded.intervals.resync_jitter < 1 and loaded.s3.max_concurrent_calls == 16
+
+
+@pytest.mark.parametrize(
+    ("gpu", "names", "why"),
+    [
+        ({"families": [{"name": "a100", "slurmGresType": "a100"}]}, "slurmPartition or slurmFeature",
+         "Slurm reserves whole nodes: it must know which"),
+        ({"families": [{"name": "a100"}, {"name": "a100"}]}, "family names must be unique", "duplicate family"),
+        ({"families": [{"name": "A100"}]}, "gpu.families.0.name", "family names are DNS labels"),
+        ({"slurmReservation": "{name}"}, "gpu.slurmReservation", "two namespaces would share a reservation"),
+        ({"slurmFlags": ["magnetic;rm"]}, "gpu.slurmFlags", "flags are Slurm words"),
+        ({"limits": {"maxHours": 0}}, "gpu.limits.maxHours", "a window has a length"),
+    ],
+)  # fmt: skip
+def test_invalid_gpu_settings_name_the_field(gpu: dict, names: str, why: str) -> None:
+    with pytest.raises(settings.ConfigError) as error:
+        settings.parse({"s3": {"endpoint": "minio:9000"}, "gpu": gpu})
+    assert names in str(error.value), why
+
+
+def test_gpu_limits_per_project() -> None:
+    loaded = settings.parse({"s3": {"endpoint": "minio:9000"}, "gpu": {
+        "families": [{"name": "a100", "nodeLabelValue": "NVIDIA-A100-SXM4-80GB", "slurmGresType": "a100",
+                      "slurmPartition": "GPUampere"}],
+        "projectLimits": {"onco-flow": {"maxGpus": 32}}}})  # fmt: skip
+    assert loaded.gpu.limits_for("onco-flow").max_gpus == 32 and loaded.gpu.limits_for("other").max_gpus == 8
+    assert loaded.gpu.family("a100") is not None and loaded.gpu.family("h100") is None

@@ -100,11 +100,13 @@ def bounded_quantity(maximum: str, *, whole: bool = False) -> Any:
         pydantic.Field(union_mode="left_to_right"),
         pydantic.AfterValidator(check),
         pydantic.WithJsonSchema(
-            {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}],
-             "x-kubernetes-validations": rules}  # fmt: skip
+            {
+                "x-kubernetes-int-or-string": True,
+                "anyOf": [{"type": "integer"}, {"type": "string"}],
+                "x-kubernetes-validations": rules,
+            }  # fmt: skip
         ),
     ]
-
 
 
 class Condition(ApiModel):
@@ -168,3 +170,5 @@ class KindInfo:
     printer_columns: tuple[PrinterColumn, ...]
     description: str
     name_rule: NameRule | None = None
+    selectable_fields: tuple[str, ...] = ()
+    """JSON paths usable as field selectors (e.g. .spec.family): the operator lists by them."""

@@ -18,12 +18,13 @@ from typing import Any
 
 import yaml
 
-from enclave_operator.api import CATEGORY, GROUP, VERSION, data_ingest, research_project
+from enclave_operator.api import CATEGORY, GROUP, VERSION, data_ingest, gpu_reservation, research_project
 from enclave_operator.api.common import ApiModel, KindInfo
 
 KINDS: tuple[tuple[type[ApiModel], KindInfo], ...] = (
     (research_project.ResearchProject, research_project.KIND),
     (data_ingest.DataIngest, data_ingest.KIND),
+    (gpu_reservation.GpuReservation, gpu_reservation.KIND),
 )
 OUT_DIRS = ("crds", "charts/enclave-operator/crds")
 """Where `make crds` writes them: the top-level crds/ (kubectl apply) and the Helm chart's crds/."""
@@ -147,8 +148,13 @@ def crd(model: type[ApiModel], info: KindInfo) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": columns,
+                    **(
+                        {"selectableFields": [{"jsonPath": f} for f in info.selectable_fields]}
+                        if info.selectable_fields
+                        else {}
+                    ),
                     "schema": {"openAPIV3Schema": openapi_schema(model, info)},
-                }
+                }  # fmt: skip
             ],
         },
     }

@@ -33,6 +33,9 @@ class DesiredNamespace:
     name: str
     owner: ownership.Owner
     labels: Mapping[str, str]
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Annotations the operator owns (e.g. the GPU placement the admission policy reads); a value of
+    "" is written as such, so a key once set is never left stale."""
 
 
 def desired_labels(owner: ownership.Owner) -> dict[str, str]:
@@ -75,11 +78,19 @@ class NamespaceAdapter:
         if ns.metadata and ns.metadata.deletionTimestamp:
             return Observation(True, False, "namespace is terminating", self._desired.name, terminating=True)
         wrong = sorted(k for k, v in self._desired.labels.items() if labels.get(k) != v)
-        diff = f"labels differ: {', '.join(wrong)}" if wrong else ""
+        annotations = dict(ns.metadata.annotations or {}) if ns.metadata else {}
+        wrong += sorted(k for k, v in self._desired.annotations.items() if annotations.get(k) != v)
+        diff = f"labels or annotations differ: {', '.join(wrong)}" if wrong else ""
         return Observation(True, not wrong, diff, self._desired.name)
 
     async def create(self) -> Observation | None:
-        ns = Namespace(metadata=ObjectMeta(name=self._desired.name, labels=dict(self._desired.labels)))
+        ns = Namespace(
+            metadata=ObjectMeta(
+                name=self._desired.name,
+                labels=dict(self._desired.labels),
+                annotations=dict(self._desired.annotations) or None,
+            )
+        )
         try:
             await kube.call(
                 f"create namespace {self._desired.name}", self._client.create(ns, field_manager=kube.FIELD_MANAGER)
@@ -91,7 +102,7 @@ class NamespaceAdapter:
     async def update(self, observation: Observation) -> None:
         if observation.terminating:
             return  # nothing to do until it is gone; the engine retries
-        patch = {"metadata": {"labels": dict(self._desired.labels)}}
+        patch = {"metadata": {"labels": dict(self._desired.labels), "annotations": dict(self._desired.annotations)}}
         await kube.call(
             f"label namespace {self._desired.name}",
             self._client.patch(

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any
 
 from lightkube import AsyncClient
-from lightkube.core.resource import NamespacedResource
+from lightkube.core.resource import NamespacedResource, NamespacedSubResource
 from lightkube.resources.core_v1 import Namespace
 
 from enclave_operator.backends import kube
@@ -182,7 +182,7 @@ class OwnedNamespaces:
 
     async def _scope(self, resource: Any, name: str | None, namespace: str | None, *, write: bool) -> bool:
         kind = resource if isinstance(resource, type) else type(resource)
-        if issubclass(kind, NamespacedResource):
+        if issubclass(kind, NamespacedResource | NamespacedSubResource):  # a subresource: e.g. a Pod's Eviction
             if namespace is None:
                 meta = getattr(resource, "metadata", None)
                 namespace = getattr(meta, "namespace", None)

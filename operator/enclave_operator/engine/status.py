@@ -18,11 +18,13 @@ from lightkube.types import PatchType
 
 from enclave_operator.api import GROUP, VERSION
 from enclave_operator.api.data_ingest import KIND as INGEST_KIND
+from enclave_operator.api.gpu_reservation import KIND as GPU_KIND
 from enclave_operator.api.research_project import KIND as PROJECT_KIND
 from enclave_operator.backends import kube
 
 ResearchProjectResource = create_global_resource(GROUP, VERSION, PROJECT_KIND.kind, PROJECT_KIND.plural)
 DataIngestResource = create_namespaced_resource(GROUP, VERSION, INGEST_KIND.kind, INGEST_KIND.plural)
+GpuReservationResource = create_namespaced_resource(GROUP, VERSION, GPU_KIND.kind, GPU_KIND.plural)
 
 
 async def write_project_status(client: AsyncClient, name: str, status: Mapping[str, Any]) -> None:
@@ -58,3 +60,15 @@ async def _read(
         return None
     body = dict(obj.to_dict())
     return body if (body.get("metadata") or {}).get("uid") == uid else None
+
+
+async def write_reservation_status(
+    client: AsyncClient, namespace: str, name: str, status: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Write a GpuReservation's status; returns the object as stored (with its new resourceVersion)."""
+    stored = await kube.call(
+        f"write status of gpureservation {namespace}/{name}",
+        client.patch(GpuReservationResource.Status, name, {"status": dict(status)}, namespace=namespace,
+                     patch_type=PatchType.MERGE),
+    )  # fmt: skip
+    return dict(stored.to_dict())

@@ -1,7 +1,7 @@
 """Approvals: who approved what, in a form the operator can verify, and what a project may have meanwhile.
 
-One mechanism for every kind that waits for a human (ResearchProject: a platform admin; DataIngest: a
-data steward):
+One mechanism for every kind that waits for a human (ResearchProject and GpuReservation: a platform admin;
+DataIngest: a data steward):
 
 - The approval lives in the annotation `enclave.io/approval`, written **only by the operator's mutating
   webhook**: JSON `{"by", "at", "grant", "sig"}` where `sig` is an HMAC-SHA256, with a key only the
@@ -21,6 +21,9 @@ data steward):
   above the allowance.
 - validUntil: a project may set its end date when it is created; extending it later is approved like
   a quota (issue 14.3). The date in force is recorded in `status.validUntil` and is the baseline.
+- A GpuReservation above its project's booking limits (`Request`, `decide_request`): the grant is the
+  amounts asked when it was approved (GPUs held at once, hours, days ahead); a booking waits as a whole
+  (it is not admitted in part) until an approval covers every amount above the limits.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ from enclave_operator.api.research_project import EgressRule, ResearchProjectSpe
 from enclave_operator.settings import SelfServiceSettings
 from enclave_operator.signing import APPROVAL_ANNOTATION, APPROVE_ANNOTATION, Approval, ObjectRef, Signer
 
-__all__ = ["APPROVAL_ANNOTATION", "APPROVE_ANNOTATION", "Approval", "ApprovalDecision", "ObjectRef", "Signer",
-           "covers", "decide", "governed", "read"]  # fmt: skip
+__all__ = ["APPROVAL_ANNOTATION", "APPROVE_ANNOTATION", "Approval", "ApprovalDecision", "ObjectRef", "Request",
+           "RequestDecision", "Signer", "covers", "decide", "decide_request", "governed", "read"]  # fmt: skip
 
 def read(signer: Signer | None, ref: ObjectRef, annotations: Mapping[str, str]) -> tuple[Approval | None, bool]:
     """(the verified approval or None, whether an annotation was there but did not verify)."""
@@ -92,6 +95,19 @@ def _ports_cover(granted: Sequence[int], requested: Sequence[int]) -> bool:
     return not granted or (bool(requested) and set(requested) <= set(granted))
 
 
+def _allowed(key: str, requested: int | str, limit: int | str, grant: Mapping[str, Any],
+             waiting: list[str]) -> int | str | None:  # fmt: skip
+    """None when `requested` is within max(limit, grant[key]); else that maximum (and a line in `waiting`)."""
+    allowed = limit
+    granted = grant.get(key)
+    if granted is not None and quantity.parse(granted) > quantity.parse(allowed):
+        allowed = granted
+    if quantity.parse(requested) <= quantity.parse(allowed):
+        return None
+    waiting.append(f"{key} {requested} > {allowed}")
+    return allowed
+
+
 class _Allowance:
     """The self-service tier and, if there is one, a verified grant: what a project may have without waiting."""
 
@@ -101,13 +117,9 @@ class _Allowance:
 
     def amount(self, key: str, requested: int | str, tier_max: int | str) -> int | str:
         """A quantity: requested if within max(tier, grant), else that maximum."""
-        allowed = tier_max
-        granted = self.grant.get(key)
-        if granted is not None and quantity.parse(granted) > quantity.parse(allowed):
-            allowed = granted
-        if quantity.parse(requested) <= quantity.parse(allowed):
+        allowed = _allowed(key, requested, tier_max, self.grant, self.waiting)
+        if allowed is None:
             return requested
-        self.waiting.append(f"{key} {requested} > {allowed}")
         return allowed if isinstance(requested, str) else int(quantity.parse(allowed))
 
     def egress(self, rules: Sequence[EgressRule]) -> list[EgressRule]:
@@ -222,3 +234,48 @@ def covers(approval: Approval | None, spec: ResearchProjectSpec, settings: SelfS
     """Whether `approval` (or the tier alone) allows everything `spec` asks, validUntil included (no baseline):
     the webhook keeps an admin's earlier approval only when it covers the whole request."""
     return decide(spec, approval, settings, "", baseline_valid_until=datetime.date.min).approved
+
+
+# --- amounts above limits (a GpuReservation) --------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What one object asks for in amounts, what it gets without approval, and how messages name them."""
+
+    wanted: Mapping[str, str]
+    """Amount per key, as the grant records it (the grant of an approval is `wanted` when it was approved)."""
+    limits: Mapping[str, str]
+    limits_name: str
+    """How messages name the limits, e.g. "project onco's booking limits"."""
+    within_reason: str
+    """The reason when no approval is needed, e.g. WithinBookingLimits."""
+    target: str
+    """The object as kubectl names it, e.g. `gpureservation -n onco-flow miccai-deadline`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestDecision:
+    approved: bool
+    reason: str
+    message: str
+
+
+def decide_request(request: Request, approval: Approval | None, *, unverified: bool = False) -> RequestDecision:
+    """Within the limits, or every amount above them covered by a verified approval, or waiting (with the command
+    that approves)."""
+    waiting: list[str] = []
+    grant = approval.grant if approval is not None else {}
+    for key, wanted in request.wanted.items():
+        _allowed(key, wanted, request.limits[key], grant, waiting)
+    if not waiting:
+        if approval is not None and any(
+            quantity.parse(w) > quantity.parse(request.limits[k]) for k, w in request.wanted.items()
+        ):
+            return RequestDecision(True, "ApprovedByAdmin", f"approved by {approval.by} at {approval.at}")
+        return RequestDecision(True, request.within_reason, f"within {request.limits_name}")
+    ignored = f"the {APPROVAL_ANNOTATION} annotation is not signed by this operator and is ignored; "
+    message = (f"{ignored if unverified else ''}above {request.limits_name} ({'; '.join(waiting)}); a platform admin "
+               f"approves the request as it stands with: kubectl annotate {request.target} {APPROVE_ANNOTATION}=yes "
+               "--overwrite")  # fmt: skip
+    return RequestDecision(False, "UnverifiedApproval" if unverified else "AwaitingApproval", message)

@@ -14,7 +14,7 @@ from lightkube.resources.rbac_authorization_v1 import RoleBinding
 from enclave_operator.api.research_project import ROLES, ResearchProjectSpec, Role
 from enclave_operator.backends.kube_namespace import MANAGED_BY, MANAGED_BY_LABEL, PROJECT_LABEL
 from enclave_operator.backends.kube_objects import DesiredObject
-from enclave_operator.settings import KubernetesSettings
+from enclave_operator.settings import GpuSettings, KubernetesSettings
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 BINDING_PREFIX = "enclave-"
@@ -36,15 +36,18 @@ def _metadata(name: str, namespace: str, project: str) -> dict[str, Any]:
     }
 
 
-def resource_quota(project: str, namespace: str, spec: ResearchProjectSpec, cordoned: bool) -> DesiredObject:
-    """Quota from spec.compute.kubernetes; a cordoned project may start no new pods."""
+def resource_quota(
+    project: str, namespace: str, spec: ResearchProjectSpec, cordoned: bool, booked_gpus: int = 0
+) -> DesiredObject:
+    """Quota from spec.compute.kubernetes, plus the GPUs of the project's active Kubernetes bookings; a
+    cordoned project may start no new pods."""
     k = spec.compute.kubernetes
     hard = {
         "requests.cpu": str(k.cpu),
         "limits.cpu": str(k.cpu),
         "requests.memory": str(k.memory),
         "limits.memory": str(k.memory),
-        "requests.nvidia.com/gpu": str(k.gpu),
+        "requests.nvidia.com/gpu": str(k.gpu + booked_gpus),
         "pods": "0" if cordoned else str(k.pods),
         "persistentvolumeclaims": str(k.persistent_volume_claims),
         "requests.storage": str(k.storage),
@@ -56,6 +59,23 @@ def resource_quota(project: str, namespace: str, spec: ResearchProjectSpec, cord
         "spec": {"hard": hard},
     }
     return DesiredObject(ResourceQuota, manifest)
+
+
+GPU_LABEL_ANNOTATION = "enclave.io/gpu-node-label"
+GPU_VALUES_ANNOTATION = "enclave.io/gpu-node-values"
+"""Namespace annotations read by the shipped ValidatingAdmissionPolicy (manifests/policy/gpu-placement.yaml):
+GPU pods of the namespace must select, with a nodeSelector on the label, one of the values. On the
+namespace (not a ConfigMap) because project members cannot change their namespace's annotations."""
+
+
+def gpu_placement(settings: GpuSettings, booked_families: Sequence[str]) -> dict[str, str]:
+    """Where the project's GPU pods may run now: the families of its active Kubernetes bookings; without
+    one, the families open to every project (bookingRequired false)."""
+    chosen = [f for f in settings.families if f.name in booked_families] if booked_families else [
+        f for f in settings.families if not f.booking_required
+    ]  # fmt: skip
+    values = sorted({f.node_label_value for f in chosen if f.node_label_value})
+    return {GPU_LABEL_ANNOTATION: settings.node_label_key, GPU_VALUES_ANNOTATION: ",".join(values)}
 
 
 def limit_range(project: str, namespace: str) -> DesiredObject:

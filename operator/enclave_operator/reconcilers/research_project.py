@@ -158,14 +158,24 @@ class Backends:
     slurm: slurm_accounts.Sacctmgr | None = None
 
 
-def adapters(project: ProjectPlan, backends: Backends, settings: OperatorSettings) -> list[Adapter]:
+def adapters(
+    project: ProjectPlan,
+    backends: Backends,
+    settings: OperatorSettings,
+    booked_gpus: int = 0,
+    booked_families: Sequence[str] = (),
+) -> list[Adapter]:
     """The parts in the order they are reconciled (and reverse order of deletion).
 
     Every part gets the project's `OwnedNamespaces` client instead of the plain one: no part, present or
     future, can read or write in a namespace the project does not own (backends/ownership.py).
+    `booked_gpus` and `booked_families` come from the project's active Kubernetes GpuReservations (quota
+    and placement).
     """
     kube = ownership.OwnedNamespaces(backends.kube, project.owner)
     ns = project.namespace.name
+    placement = project_space.gpu_placement(settings.gpu, booked_families)
+    namespace = dataclasses.replace(project.namespace, annotations=placement)
     space = kube_objects.KubeObjectsAdapter(
         kube,
         part=reasons.NAMESPACE_READY,
@@ -175,7 +185,7 @@ def adapters(project: ProjectPlan, backends: Backends, settings: OperatorSetting
         namespace=ns,
         kinds=[ResourceQuota, LimitRange, NetworkPolicy],
         desired=[
-            project_space.resource_quota(project.name, ns, project.spec, project.cordoned),
+            project_space.resource_quota(project.name, ns, project.spec, project.cordoned, booked_gpus),
             project_space.limit_range(project.name, ns),
             *project_space.network_policies(project.name, ns, project.spec),
         ],
@@ -195,7 +205,7 @@ def adapters(project: ProjectPlan, backends: Backends, settings: OperatorSetting
     )
     writers = [u for u, role in project.active if role in WRITER_ROLES and not project.cordoned]
     readers = [u for u, _ in project.active if u not in writers]
-    parts: list[Adapter] = [kube_namespace.NamespaceAdapter(kube, project.namespace), space, bindings]
+    parts: list[Adapter] = [kube_namespace.NamespaceAdapter(kube, namespace), space, bindings]
     if (group := _identity_group(project, backends)) is not None:
         parts.append(group)
     return parts + [
@@ -359,11 +369,15 @@ async def reconcile(
     annotations: Mapping[str, str] | None = None,
     uid: str = "",
     signer: approval.Signer | None = None,
+    booked_gpus: int = 0,
+    booked_families: Sequence[str] = (),
 ) -> ReconcileResult:
     """One reconcile of one project; safe to run again at any time, and a no-op when nothing changed.
 
     Applies the *effective* spec (approval.decide): what is above the self-service tier and not approved by
     a verified approval waits, everything else (members, expiries, the cordon) is applied now.
+    `booked_gpus` / `booked_families`: the project's active Kubernetes GPU bookings, read by the caller
+    from the booking ledger (they raise the GPU quota and choose where GPU pods may run).
     """
     current = dict(current_status or {})
     try:
@@ -400,7 +414,7 @@ async def reconcile(
             reasons.EVENT_CORDONED if project.cordoned else reasons.EVENT_UNCORDONED,
             cordon_condition(spec, project.cordoned).message,
         )
-    planned = adapters(project, backends, settings)
+    planned = adapters(project, backends, settings, booked_gpus, booked_families)
     pairs = list(zip(planned, await managed.reconcile_parts(planned, recorder, NEEDS), strict=True))
     by_part: dict[str, list[managed.PartOutcome]] = {}
     for adapter, outcome in pairs:

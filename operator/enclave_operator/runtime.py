@@ -93,6 +93,8 @@ class Runtime:
     async def close(self) -> None:
         for task in self.tasks:
             task.cancel()
+        if self.tasks:  # their watch streams end before the client that carries them closes
+            await asyncio.wait(self.tasks, timeout=5)
         await self.backends.kube.close()
         if self.backends.identity is not None:
             await self.backends.identity.close()

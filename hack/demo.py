@@ -63,7 +63,7 @@ def prepare_ingest(run: RunDir, facts: dict[str, Any]) -> None:
                    capture_output=True)  # fmt: skip
     subprocess.run([*k, "create", "clusterrolebinding", "data-stewards", "--clusterrole=enclave-data-steward",
                     "--group=enclave:data-stewards"], capture_output=True)  # fmt: skip
-    run.start(podrunner_service(run, run.path / "kubeconfig", INGEST_NAMESPACE))
+    run.start(podrunner_service(run, run.path / "kubeconfig"))
 
 
 def ingest_phase(run: RunDir) -> str:

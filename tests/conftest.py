@@ -22,6 +22,7 @@ from localenv.freeipa_server import start_freeipa
 from localenv.minio import start_minio
 from localenv.orthanc import start_orthanc
 from localenv.plane import start_plane
+from localenv.podrunner import podrunner_service
 from localenv.runtime import REPO_ROOT, RunDir, free_port
 from localenv.webhooks import balancer_service, ca_file, install_peering, webhook_settings
 from support.cluster import Cluster, kind_cluster, kubectl_binary
@@ -196,6 +197,15 @@ def operator(
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def pod_runner(crds: Cluster, run_dir: RunDir) -> Iterator[None]:
+    """The stand-in kubelet (hack/localenv/podrunner.py) for the worker namespaces (ingest, backup): there is
+    no container runtime here, so it runs each worker pod's command as a local process."""
+    run_dir.start(podrunner_service(run_dir, crds.kubeconfig, bin_dir=REPO_ROOT / ".venv" / "bin"))
+    yield
+    run_dir.stop("podrunner")
 
 
 @pytest.fixture

@@ -1,14 +1,18 @@
-"""A stand-in kubelet for one namespace: runs each pending pod's containers as local processes, with
-exactly the command, arguments and environment the pod spec gives, and reports the outcome in the
-pod's status so the Job controller sees what really happened.
+"""A stand-in kubelet for the operator's worker namespaces: runs each pending pod's containers as local
+processes, with exactly the command, arguments and environment the pod spec gives, and reports the
+outcome in the pod's status so the Job controller sees what really happened.
 
-These machines have no container runtime; this lets DataIngest worker Jobs run in tests and in the
-demo. Images are ignored: the command is looked up on PATH (plus --bin-dir), which is where this
-repository's virtualenv installs `enclave-ingest-worker`. Only what our Jobs use is supported:
-env `value`, `valueFrom.secretKeyRef`, `valueFrom.fieldRef` (metadata.name, metadata.namespace,
-metadata.annotations[...]), `$(VAR)` expansion in command and args. Standard library + kubectl only.
+These machines have no container runtime; this lets DataIngest worker Jobs and FederatedNode backup Jobs
+run in tests and in the demo. Images are ignored: the command is looked up on PATH (plus every --bin-dir:
+this repository's virtualenv has `enclave-ingest-worker` and `enclave-backup-worker`, .cache/bin has
+restic). Only what our Jobs use is supported: env `value`, `valueFrom.secretKeyRef`, `valueFrom.fieldRef`
+(metadata.name, metadata.namespace, metadata.annotations[...]), `$(VAR)` expansion in command and args,
+and `emptyDir` volumes: each becomes a fresh directory per pod (removed when the pod ends), and an env
+value, command or argument naming a path under the volume's mountPath is pointed at that directory
+(there are no mount namespaces here). Standard library + kubectl only.
 
-    python -m localenv.podrunner --kubeconfig K --namespace enclave-ingest [--bin-dir .venv/bin]
+    python -m localenv.podrunner --kubeconfig K --namespace enclave-ingest [--namespace enclave-backup]
+                                 [--bin-dir .venv/bin] [--bin-dir .cache/bin]
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ import datetime
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +98,33 @@ def resolve_env(pod: dict[str, Any], container: dict[str, Any], kubectl: Kubectl
     return env
 
 
-def run_pod(pod: dict[str, Any], kubectl: Kubectl, bin_dir: Path, log_dir: Path) -> int:
+def empty_dirs(pod: dict[str, Any], container: dict[str, Any], root: Path) -> dict[str, Path]:
+    """mountPath → a fresh local directory, for each emptyDir volume the container mounts."""
+    volumes = {v["name"] for v in pod["spec"].get("volumes") or [] if "emptyDir" in v}
+    out = {}
+    for mount in container.get("volumeMounts") or []:
+        if mount["name"] in volumes:
+            local = root / pod["metadata"]["uid"] / mount["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            out[mount["mountPath"].rstrip("/")] = local
+    return out
+
+
+def relocate(value: str, mounts: dict[str, Path]) -> str:
+    """A path under a mounted emptyDir, pointed at its local directory; anything else unchanged."""
+    for mount_path, local in mounts.items():
+        if value == mount_path or value.startswith(mount_path + "/"):
+            return str(local) + value[len(mount_path):]
+    return value
+
+
+def run_pod(pod: dict[str, Any], kubectl: Kubectl, bin_dirs: list[Path], log_dir: Path) -> int:
     """Run the pod's (single) container to completion; return its exit code."""
     container = pod["spec"]["containers"][0]
-    env = resolve_env(pod, container, kubectl)
-    expand = lambda s: _VAR.sub(lambda m: env.get(m.group(1), m.group(0)), s)  # noqa: E731
+    volumes_root = log_dir.parent / "pod-volumes"
+    mounts = empty_dirs(pod, container, volumes_root)
+    env = {k: relocate(v, mounts) for k, v in resolve_env(pod, container, kubectl).items()}
+    expand = lambda s: relocate(_VAR.sub(lambda m: env.get(m.group(1), m.group(0)), s), mounts)  # noqa: E731
     argv = [expand(a) for a in (container.get("command") or []) + (container.get("args") or [])]
     name = pod["metadata"]["name"]
     started = _now()
@@ -107,7 +135,7 @@ def run_pod(pod: dict[str, Any], kubectl: Kubectl, bin_dir: Path, log_dir: Path)
                                "ready": True, "restartCount": 0, "started": True,
                                "state": {"running": {"startedAt": started}}}],
     })  # fmt: skip
-    path = os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])
+    path = os.pathsep.join([*(str(d) for d in bin_dirs), os.environ.get("PATH", "")])
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"{name}.log", "wb") as log:
         try:
@@ -116,6 +144,8 @@ def run_pod(pod: dict[str, Any], kubectl: Kubectl, bin_dir: Path, log_dir: Path)
         except (OSError, subprocess.TimeoutExpired) as error:
             log.write(f"podrunner: {type(error).__name__}: {error}\n".encode())
             code = 127
+    if mounts:
+        shutil.rmtree(volumes_root / pod["metadata"]["uid"], ignore_errors=True)  # emptyDir goes with the pod
     finished = _now()
     kubectl.patch_status(name, {
         "phase": "Succeeded" if code == 0 else "Failed",
@@ -128,21 +158,29 @@ def run_pod(pod: dict[str, Any], kubectl: Kubectl, bin_dir: Path, log_dir: Path)
     return code
 
 
-def _run_and_report(pod: dict[str, Any], kubectl: Kubectl, bin_dir: Path, log_dir: Path) -> None:
+def _run_and_report(pod: dict[str, Any], kubectl: Kubectl, bin_dirs: list[Path], log_dir: Path) -> None:
     """Pods run side by side, as on a node: an Indexed Job's shards are concurrent."""
     try:
-        code = run_pod(pod, kubectl, bin_dir, log_dir)
+        code = run_pod(pod, kubectl, bin_dirs, log_dir)
         print(f"podrunner: pod {pod['metadata']['name']} exited {code}", flush=True)
     except RuntimeError as error:
         print(f"podrunner: pod {pod['metadata']['name']} could not run: {error}", flush=True)
 
 
-def podrunner_service(run: RunDir, kubeconfig: Path | str, namespace: str, bin_dir: Path | None = None) -> Service:
-    """This stand-in kubelet as a service of a run directory (tests, the demo); pod logs in <run>/logs/pods."""
+WORKER_NAMESPACES = ("enclave-ingest", "enclave-backup")
+"""The namespaces of the operator's worker Jobs (ingest.namespace, federation.backupNamespace defaults)."""
+
+
+def podrunner_service(run: RunDir, kubeconfig: Path | str, namespaces: Sequence[str] = WORKER_NAMESPACES,
+                      bin_dir: Path | None = None) -> Service:  # fmt: skip
+    """This stand-in kubelet as a service of a run directory (tests, the demo); pod logs in <run>/logs/pods.
+    Commands are found in `bin_dir` (default: this interpreter's, i.e. the virtualenv) and .cache/bin."""
     return Service(
         name="podrunner",
-        argv=[sys.executable, "-m", "localenv.podrunner", f"--kubeconfig={kubeconfig}", f"--namespace={namespace}",
-              f"--bin-dir={bin_dir or Path(sys.executable).parent}", f"--log-dir={run.logs / 'pods'}"],
+        argv=[sys.executable, "-m", "localenv.podrunner", f"--kubeconfig={kubeconfig}",
+              *(f"--namespace={ns}" for ns in namespaces),
+              f"--bin-dir={bin_dir or Path(sys.executable).parent}", f"--bin-dir={DEFAULT_BIN_DIR}",
+              f"--log-dir={run.logs / 'pods'}"],
         env={"PYTHONPATH": str(REPO_ROOT / "hack")},
         ready=lambda: True,
     )  # fmt: skip
@@ -151,29 +189,31 @@ def podrunner_service(run: RunDir, kubeconfig: Path | str, namespace: str, bin_d
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kubeconfig", required=True)
-    parser.add_argument("--namespace", required=True)
-    parser.add_argument("--bin-dir", type=Path, default=Path(sys.executable).parent)
+    parser.add_argument("--namespace", required=True, action="append", help="a namespace to serve (repeatable)")
+    parser.add_argument("--bin-dir", type=Path, action="append", help="where commands are found (repeatable)")
     parser.add_argument("--log-dir", type=Path, default=Path("/tmp/podrunner-logs"))
     parser.add_argument("--once", action="store_true", help="run what is pending now, then exit")
     args = parser.parse_args(argv)
-    kubectl = Kubectl(args.kubeconfig, args.namespace)
+    kubectls = [Kubectl(args.kubeconfig, namespace) for namespace in args.namespace]
+    bin_dirs = args.bin_dir or [Path(sys.executable).parent]
     seen: set[str] = set()
     threads: list[threading.Thread] = []
-    print(f"podrunner: watching namespace {args.namespace}", flush=True)
+    print(f"podrunner: watching namespaces {', '.join(args.namespace)}", flush=True)
     while True:
-        try:
-            pods = kubectl.json("get", "pods").get("items", [])
-        except RuntimeError as error:
-            print(f"podrunner: cannot list pods: {error}", flush=True)
-            pods = []
-        for pod in pods:
+        pods = []
+        for kubectl in kubectls:
+            try:
+                pods += [(kubectl, pod) for pod in kubectl.json("get", "pods").get("items", [])]
+            except RuntimeError as error:
+                print(f"podrunner: cannot list pods: {error}", flush=True)
+        for kubectl, pod in pods:
             uid = pod["metadata"]["uid"]
             if uid in seen or (pod.get("status") or {}).get("phase", "Pending") != "Pending":
                 continue
             if pod["metadata"].get("deletionTimestamp"):
                 continue
             seen.add(uid)
-            worker = threading.Thread(target=_run_and_report, args=(pod, kubectl, args.bin_dir, args.log_dir))
+            worker = threading.Thread(target=_run_and_report, args=(pod, kubectl, bin_dirs, args.log_dir))
             worker.start()
             threads.append(worker)
         if args.once:

@@ -18,8 +18,6 @@ import pytest
 import yaml
 
 from enclave_operator.backends import s3_minio
-from localenv.podrunner import podrunner_service
-from localenv.runtime import REPO_ROOT, RunDir
 from support.builders import ProjectBuilder
 from support.cluster import Cluster
 from support.operator import OperatorProcess
@@ -31,18 +29,16 @@ STEWARDS = "enclave:data-stewards"
 
 
 @pytest.fixture(scope="module")
-def platform(crds: Cluster, orthanc: dict[str, Any], run_dir: RunDir) -> Iterator[Cluster]:
+def platform(crds: Cluster, orthanc: dict[str, Any], pod_runner: None) -> Iterator[Cluster]:
     """What the platform team sets up once: the ingest namespace with the PACS credentials, the stewards'
-    role, and (here only) the stand-in kubelet for the ingest namespace."""
+    role (and, here only, the stand-in kubelet for the worker namespaces: `pod_runner`)."""
     crds.run("create", "namespace", NAMESPACE, check=False)
     crds.run("create", "secret", "generic", "research-pacs-credentials", "-n", NAMESPACE,
              f"--from-literal=username={orthanc['username']}", f"--from-literal=password={orthanc['password']}",
              check=False)  # fmt: skip
     crds.run("create", "clusterrolebinding", "test-stewards", "--clusterrole=enclave-data-steward",
              f"--group={STEWARDS}", check=False)  # fmt: skip
-    run_dir.start(podrunner_service(run_dir, crds.kubeconfig, NAMESPACE, REPO_ROOT / ".venv" / "bin"))
     yield crds
-    run_dir.stop("podrunner")
 
 
 def _ingest(project: str, name: str, source: str = "research-pacs", parallelism: int = 2) -> dict[str, Any]:

@@ -28,6 +28,7 @@ tools:
 	bash hack/install-debian-packages.sh
 	bash hack/localplane/build.sh
 	bash hack/minio/build.sh
+	bash hack/restic/build.sh
 
 crds: venv
 	$(PY) -m enclave_operator.api.crdgen --out crds

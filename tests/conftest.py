@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from enclave_operator.backends import s3_minio
-from localenv import environment
+from localenv import environment, nodehost
+from localenv.certs import loopback_server_cert
 from localenv.freeipa_server import start_freeipa
 from localenv.minio import start_minio
 from localenv.orthanc import start_orthanc
@@ -84,6 +85,20 @@ def cluster(run_dir: RunDir) -> Cluster:
 def minio(run_dir: RunDir) -> dict[str, Any]:
     environment.build(["minio"])
     return start_minio(run_dir)
+
+
+@pytest.fixture(scope="session")
+def minio_backup(run_dir: RunDir) -> dict[str, Any]:
+    """A second, separate MinIO: the backup target of FederatedNodes."""
+    environment.build(["minio"])
+    return start_minio(run_dir, name="minio-backup")
+
+
+@pytest.fixture(scope="session")
+def restic_binary() -> Path:
+    """restic, built from hack/restic (cached by its stamp)."""
+    environment.build(["restic"])
+    return REPO_ROOT / ".cache" / "bin" / "restic"
 
 
 @pytest.fixture(scope="session")
@@ -206,6 +221,22 @@ def pod_runner(crds: Cluster, run_dir: RunDir) -> Iterator[None]:
     run_dir.start(podrunner_service(run_dir, crds.kubeconfig, bin_dir=REPO_ROOT / ".venv" / "bin"))
     yield
     run_dir.stop("podrunner")
+
+
+@pytest.fixture
+def node_host(run_dir: RunDir) -> Iterator[Callable[[str], dict[str, Any]]]:
+    """Start test hosts (network namespace with a real sshd on 22 and dnsmasq on 53, hack/localenv/nodehost.py);
+    every host started is stopped, and its namespace removed, when the test ends."""
+    environment.build(["nodehost"])
+    started: list[str] = []
+
+    def start(name: str) -> dict[str, Any]:
+        started.append(name)
+        return nodehost.start_nodehost(run_dir, name)
+
+    yield start
+    for name in started:
+        nodehost.stop_nodehost(run_dir, name)
 
 
 @pytest.fixture

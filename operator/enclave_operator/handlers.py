@@ -25,11 +25,12 @@ import kopf
 from enclave_operator import admission, metrics
 from enclave_operator.api import GROUP, VERSION
 from enclave_operator.api.data_ingest import KIND as INGEST_KIND
+from enclave_operator.api.federated_node import KIND as NODE_KIND
 from enclave_operator.api.research_project import KIND as PROJECT_KIND
 from enclave_operator.engine import status as status_io
 from enclave_operator.engine.events import KubeRecorder
 from enclave_operator.engine.slots import Priority
-from enclave_operator.reconcilers import data_ingest, research_project
+from enclave_operator.reconcilers import data_ingest, federated_node, research_project
 from enclave_operator.runtime import Runtime
 from enclave_operator.settings import IntervalSettings, OperatorSettings
 
@@ -38,6 +39,7 @@ KOPF_PREFIX = f"kopf.{GROUP}"
 annotations under its prefix, and `enclave.io/approval` must start a reconcile at once (issue 14.1)."""
 PROJECTS = (GROUP, VERSION, PROJECT_KIND.plural)
 INGESTS = (GROUP, VERSION, INGEST_KIND.plural)
+NODES = (GROUP, VERSION, NODE_KIND.plural)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,3 +373,110 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             # Back off like every other failure (issue 8.2): a deletion Slurm refuses must not retry every few seconds.
             raise kopf.TemporaryError(outcome.message, delay=backoff(runtime.settings.intervals, retry))
         runtime.locks.pop(meta["uid"], None)
+
+    _register_nodes(registry, config)
+
+
+def _node_busy(status: dict[str, Any] | None, **_: Any) -> bool:
+    """A backup or restore drill of the node is running: follow it more often than the resync."""
+    status = status or {}
+    return bool((status.get("backup") or {}).get("running")) or (status.get("restoreDrill") or {}).get("phase") in (
+        "Running", "Waiting")
+
+
+def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+    """FederatedNode: reconcile (create, update, resume, resync, while busy), probes, retirement, admission.
+
+    Every handler of one node holds the node's lock and starts from a fresh read of it: the probe timer and the
+    reconcile both write status, and neither may write back what the other has just changed."""
+
+    async def _reconcile(body: kopf.Body, memo: kopf.Memo, retry: int = 0) -> None:
+        runtime: Runtime = memo.runtime
+        meta = body["metadata"]
+        async with runtime.locks[meta["uid"]], observed(NODE_KIND.kind) as outcome:
+            fresh = await status_io.read_node(runtime.backends.kube, meta["name"])
+            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                return
+            recorder = KubeRecorder(runtime.backends.kube, fresh)
+            result = await federated_node.reconcile(
+                body=fresh, backends=runtime.backends, settings=runtime.settings, profiles=runtime.profiles,
+                recorder=recorder, now=datetime.datetime.now(datetime.UTC),
+            )  # fmt: skip
+            await recorder.flush()
+            if result.changed:
+                await status_io.write_node_status(runtime.backends.kube, meta["name"], result.status)
+            outcome["result"] = "retry" if result.retry else "ok"
+        if result.retry:
+            raise kopf.TemporaryError(result.message, delay=backoff(runtime.settings.intervals, retry))
+
+    @kopf.on.resume(*NODES, registry=registry, id="reconcile")
+    @kopf.on.create(*NODES, registry=registry, id="reconcile")
+    @kopf.on.update(*NODES, registry=registry, id="reconcile")
+    async def reconcile_node(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+        await _reconcile(body, memo, retry)
+
+    @kopf.timer(*NODES, registry=registry, id="resync", interval=config.intervals.resync_seconds,
+                initial_delay=config.intervals.resync_seconds)  # fmt: skip
+    async def resync_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Re-observe every part, re-evaluate compliance (dates, Node objects), start a backup that is due."""
+        await _reconcile(body, memo)
+
+    @kopf.timer(*NODES, registry=registry, id="backups", interval=config.federation.backup_poll_seconds,
+                initial_delay=config.federation.backup_poll_seconds, when=_node_busy)  # fmt: skip
+    async def follow_backups(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Follow a running backup or drill Job to its report."""
+        await _reconcile(body, memo)
+
+    @kopf.timer(*NODES, registry=registry, id="probe", interval=config.federation.probe_seconds)
+    async def probe_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """22/TCP handshake and a DNS query over UDP to the node's endpoint; writes reachability only."""
+        runtime: Runtime = memo.runtime
+        meta = body["metadata"]
+        async with runtime.locks[meta["uid"]]:
+            fresh = await status_io.read_node(runtime.backends.kube, meta["name"])
+            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                return
+            recorder = KubeRecorder(runtime.backends.kube, fresh)
+            patch = await federated_node.probe(body=fresh, settings=runtime.settings, recorder=recorder,
+                                               now=datetime.datetime.now(datetime.UTC))  # fmt: skip
+            await recorder.flush()
+            if patch is not None:
+                await status_io.write_node_status(runtime.backends.kube, meta["name"], patch)
+
+    @kopf.on.delete(*NODES, registry=registry, id="finalize")
+    async def delete_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        runtime: Runtime = memo.runtime
+        meta = body["metadata"]
+        recorder = KubeRecorder(runtime.backends.kube, body)
+        async with runtime.locks[meta["uid"]]:
+            outcome = await federated_node.finalize(
+                body=body, backends=runtime.backends, settings=runtime.settings, profiles=runtime.profiles,
+                recorder=recorder, now=datetime.datetime.now(datetime.UTC),
+            )  # fmt: skip
+            await recorder.flush()
+        if not outcome.done:
+            raise kopf.TemporaryError(outcome.message, delay=runtime.settings.intervals.retry_seconds)
+        runtime.locks.pop(meta["uid"], None)
+
+    if config.webhook.enabled:
+
+        @kopf.on.validate(*NODES, registry=registry, id="policy", operations=["CREATE", "UPDATE"])
+        async def validate_node(operation: str, old: kopf.Body | None, new: kopf.Body | None, body: kopf.Body,
+                                memo: kopf.Memo, **_: Any) -> None:  # fmt: skip
+            """Known profile and backup target, integrator access that ends, names that do not collide."""
+            runtime: Runtime = memo.runtime
+            created = new if new is not None else body
+            try:
+                admission.review_node(operation=operation, old=old, new=created, settings=config,  # type: ignore[arg-type]
+                                      profiles=runtime.profiles, today=today())  # fmt: skip
+                if operation == "CREATE":
+                    meta = created.get("metadata") or {}
+                    name = str(meta.get("name", ""))
+                    found = await federated_node.collisions(
+                        name, str(meta.get("uid") or "new"), created.get("spec") or {}, runtime.backends,
+                        runtime.settings, runtime.profiles, today(),
+                    )  # fmt: skip
+                    if found:
+                        raise admission.collision_denial(name, found)
+            except admission.Denied as denied:
+                raise kopf.AdmissionError(str(denied), code=403) from None

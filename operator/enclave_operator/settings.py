@@ -531,6 +531,9 @@ def load(path: Path | str | None = None) -> OperatorSettings:
             raise ConfigError(f"webhook.{name}: {file} does not exist (the webhook's serving certificate and key)")
     for target in settings.federation.backup_targets:
         target.credentials()
+    from enclave_operator.federation import profiles  # a broken requirements profile stops the start too
+
+    profiles.load(settings.federation.profile_dirs)
     if settings.identity is not None:
         section = settings.identity.freeipa if settings.identity.provider == "freeipa" else settings.identity.ldap
         assert section is not None

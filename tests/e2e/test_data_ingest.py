@@ -134,11 +134,11 @@ def test_an_ingest_into_a_cordoned_or_missing_project_waits(
     obj = wait_for(
         lambda: (
             (o := platform.get_json("dataingest", "early", "-n", project_name))
-            and (condition(o, "Ready") or {}).get("reason") == "ProjectNotReady"
+            and (condition(o, "Ready") or {}).get("reason") == "TargetNotReady"
             and o
         ),
         timeout=60,
-        what="ProjectNotReady",
+        what="TargetNotReady",
     )
     assert "does not exist" in condition(obj, "Ready")["message"] and obj["status"]["phase"] == "Pending"
     platform.run("delete", "dataingest", "early", "-n", project_name, "--timeout=60s")

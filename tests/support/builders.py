@@ -53,7 +53,7 @@ class NodeBuilder:
     """A FederatedNode that meets every rule of incisive-2023 (declared hardware, hosted in NL, on premises),
     changed one aspect at a time: `NodeBuilder("umcg").memory("32Gi").hosted("US", scc=True).obj()`."""
 
-    def __init__(self, name: str, *, endpoint: str = "192.0.2.10", target: str = "offsite") -> None:
+    def __init__(self, name: str, *, target: str = "offsite") -> None:
         self._obj: dict[str, Any] = {
             "apiVersion": "enclave.io/v1alpha1",
             "kind": "FederatedNode",
@@ -68,7 +68,8 @@ class NodeBuilder:
                     "bandwidthMbps": 1000,
                     "link": "Wired",
                     "access": "VPN",
-                    "endpoint": {"host": endpoint},
+                    # Loopback, where nothing listens on 9: probes stay on this machine and fail fast.
+                    "endpoint": {"host": "127.0.0.1", "sshPort": 9, "dnsPort": 9},
                     "integratorRanges": ["198.51.100.0/24"],
                     "federationPeers": [{"cidr": "203.0.113.10/32", "ports": [443]}],
                 },

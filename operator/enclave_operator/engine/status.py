@@ -18,11 +18,13 @@ from lightkube.types import PatchType
 
 from enclave_operator.api import GROUP, VERSION
 from enclave_operator.api.data_ingest import KIND as INGEST_KIND
+from enclave_operator.api.federated_node import KIND as NODE_KIND
 from enclave_operator.api.research_project import KIND as PROJECT_KIND
 from enclave_operator.backends import kube
 
 ResearchProjectResource = create_global_resource(GROUP, VERSION, PROJECT_KIND.kind, PROJECT_KIND.plural)
 DataIngestResource = create_namespaced_resource(GROUP, VERSION, INGEST_KIND.kind, INGEST_KIND.plural)
+FederatedNodeResource = create_global_resource(GROUP, VERSION, NODE_KIND.kind, NODE_KIND.plural)
 
 
 async def write_project_status(client: AsyncClient, name: str, status: Mapping[str, Any]) -> None:
@@ -50,11 +52,23 @@ async def read_ingest(client: AsyncClient, namespace: str, name: str, uid: str) 
 
 
 async def _read(
-    client: AsyncClient, resource: Any, name: str, namespace: str | None, uid: str
+    client: AsyncClient, resource: Any, name: str, namespace: str | None, uid: str | None
 ) -> dict[str, Any] | None:
     try:
         obj = await kube.call(f"read {name}", client.get(resource, name, namespace=namespace))
     except kube.NotFound:
         return None
     body = dict(obj.to_dict())
-    return body if (body.get("metadata") or {}).get("uid") == uid else None
+    return body if uid is None or (body.get("metadata") or {}).get("uid") == uid else None
+
+
+async def read_node(client: AsyncClient, name: str) -> dict[str, Any] | None:
+    """A FederatedNode as it is now (the reconcile and the probes both start from a fresh read), or None."""
+    return await _read(client, FederatedNodeResource, name, None, None)
+
+
+async def write_node_status(client: AsyncClient, name: str, status: Mapping[str, Any]) -> None:
+    await kube.call(
+        f"write status of federatednode {name}",
+        client.patch(FederatedNodeResource.Status, name, {"status": dict(status)}, patch_type=PatchType.MERGE),
+    )

@@ -2,7 +2,8 @@
 
 Pydantic's JSON schema is turned into a structural OpenAPI v3 schema: references inlined, optional
 unions collapsed, titles dropped, object defaults dropped (scalar defaults kept, so the API server
-defaults them), and the models' CEL rules kept as `x-kubernetes-validations`.
+defaults them), exclusive bounds in OpenAPI v3.0 form, and the models' CEL rules kept as
+`x-kubernetes-validations`.
 
 Dates: the API server does not check the type of a field with `format: date` (an array passes, see
 issue 8.7), so a date becomes a string with a pattern and a CEL rule that the day exists. The kind's
@@ -66,6 +67,10 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             continue
         if key == "const":
             out["enum"] = [value]
+            continue
+        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value  # OpenAPI v3.0 form of gt / lt
+            out[key] = True
             continue
         if key == "default" and (isinstance(value, dict) or value is None):
             continue

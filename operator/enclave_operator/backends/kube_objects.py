@@ -18,7 +18,7 @@ from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.core.resource import NamespacedResource
-from lightkube.types import PatchType
+from lightkube.types import CascadeType, PatchType
 
 from enclave_operator import quantity
 from enclave_operator.api.research_project import DeletionPolicy
@@ -111,7 +111,9 @@ class KubeObjectsAdapter:
     def _observation(self, owned: Mapping[tuple[str, str], Mapping[str, Any]], diffs: list[str]) -> Observation:
         members = dict(self._members_of(list(owned.values()))) if self._members_of else {}
         exists = bool(owned)  # nothing wanted and nothing there: exists False, up to date (nothing to create)
-        return Observation(exists, not diffs, "; ".join(diffs), self._namespace, members=members)
+        terminating = exists and all(o.get("metadata", {}).get("deletionTimestamp") for o in owned.values())
+        return Observation(exists, not diffs, "; ".join(diffs), self._namespace, members=members,
+                           terminating=terminating)  # fmt: skip
 
     async def observe(self) -> Observation:
         owned = self._seen = await self._owned()
@@ -156,7 +158,8 @@ class KubeObjectsAdapter:
         for kind, name in extra:
             try:
                 await kube.call(
-                    f"delete {kind.__name__}/{name}", self._client.delete(kind, name, namespace=self._namespace)
+                    f"delete {kind.__name__}/{name}",
+                    self._client.delete(kind, name, namespace=self._namespace, cascade=CascadeType.BACKGROUND),
                 )
             except kube.NotFound:
                 pass
@@ -169,7 +172,8 @@ class KubeObjectsAdapter:
             kind = next(k for k in self._kinds if k.__name__ == kind_name)
             try:
                 await kube.call(
-                    f"delete {kind_name}/{name}", self._client.delete(kind, name, namespace=self._namespace)
+                    f"delete {kind_name}/{name}",
+                    self._client.delete(kind, name, namespace=self._namespace, cascade=CascadeType.BACKGROUND),
                 )
             except kube.NotFound:
                 pass

@@ -1,0 +1,138 @@
+"""Helpers for FederatedNode tests: fake Kubernetes Node objects to measure, the reconciler driven the way the
+operator drives it (status fed back), and access checks the way the API server makes them."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
+from lightkube.models.core_v1 import NodeStatus
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.authorization_v1 import SubjectAccessReview
+from lightkube.resources.core_v1 import Node
+
+from enclave_operator.backends import s3_minio
+from enclave_operator.engine.recorder import ListRecorder
+from enclave_operator.federation import hardware
+from enclave_operator.federation.profiles import Profiles
+from enclave_operator.reconcilers import federated_node
+from enclave_operator.reconcilers.research_project import Backends, ReconcileResult
+from enclave_operator.settings import OperatorSettings, parse
+
+SMT_SSD = {hardware.MULTITHREADING_LABEL: "true", hardware.NONROTATIONAL_LABEL: "true"}
+GPU_LABELS = {hardware.GPU_MEMORY_LABEL: "24576", hardware.GPU_FAMILY_LABEL: "ampere"}
+
+
+async def make_node(kube: AsyncClient, name: str, labels: Mapping[str, str], *, cpu: str, memory: str,
+                    disk: str = "1Ti", gpus: int = 0) -> None:  # fmt: skip
+    """A Node object as a kubelet would report it (capacity, allocatable, nodeInfo), written through the API."""
+    await kube.create(Node(metadata=ObjectMeta(name=name, labels=dict(labels))))
+    capacity = {"cpu": cpu, "memory": memory, "ephemeral-storage": disk, "pods": "110"}
+    if gpus:
+        capacity["nvidia.com/gpu"] = str(gpus)
+    info = {"operatingSystem": "linux", "architecture": "amd64", "machineID": secrets.token_hex(8),
+            "systemUUID": "x", "bootID": "x", "kernelVersion": "6.1", "osImage": "Debian GNU/Linux 12",
+            "containerRuntimeVersion": "containerd://2", "kubeletVersion": "v1.37.2",
+            "kubeProxyVersion": ""}  # fmt: skip
+    status = NodeStatus.from_dict({"capacity": capacity, "allocatable": capacity, "nodeInfo": info})
+    await kube.patch(Node.Status, name, {"status": status.to_dict()})
+
+
+def settings_for(minio: Mapping[str, Any], minio_backup: Mapping[str, Any], **federation: Any) -> OperatorSettings:
+    return parse({
+        "s3": {"endpoint": minio["endpoint"], "secure": False, "timeoutSeconds": 5},
+        "federation": {"backupTargets": [{"name": "offsite", "endpoint": minio_backup["endpoint"], "secure": False}],
+                       "backupRetrySeconds": 5, **federation},
+    })  # fmt: skip
+
+
+def backup_clients(minio_backup: Mapping[str, Any]) -> s3_minio.S3Clients:
+    conn = s3_minio.S3Connection(minio_backup["endpoint"], minio_backup["access_key"], minio_backup["secret_key"],
+                                 secure=False)  # fmt: skip
+    return s3_minio.S3Clients(conn)
+
+
+class Driver:
+    """Runs the reconciler the way the operator does: from the object as it is, writing status back."""
+
+    def __init__(self, backends: Backends, settings: OperatorSettings, profiles: Profiles, name: str,
+                 spec: dict[str, Any], uid: str | None = None) -> None:  # fmt: skip
+        self.backends, self.settings, self.profiles = backends, settings, profiles
+        self.name, self.spec = name, spec
+        self.uid = uid or secrets.token_hex(8)
+        self.generation = 1
+        self.status: dict[str, Any] = {}
+        self.events: list[tuple[str, str, str]] = []
+
+    def body(self) -> dict[str, Any]:
+        return {"apiVersion": "enclave.io/v1alpha1", "kind": "FederatedNode",
+                "metadata": {"name": self.name, "uid": self.uid, "generation": self.generation},
+                "spec": self.spec, "status": self.status}  # fmt: skip
+
+    def change(self, spec: dict[str, Any]) -> None:
+        self.spec, self.generation = spec, self.generation + 1
+
+    async def reconcile(self, now: datetime.datetime | None = None) -> ReconcileResult:
+        recorder = ListRecorder()
+        result = await federated_node.reconcile(
+            body=self.body(), backends=self.backends, settings=self.settings, profiles=self.profiles,
+            recorder=recorder, now=now or datetime.datetime.now(datetime.UTC),
+        )  # fmt: skip
+        self.events += recorder.events
+        self.status = result.status
+        return result
+
+    async def probe(self, now: datetime.datetime | None = None) -> None:
+        recorder = ListRecorder()
+        patch = await federated_node.probe(body=self.body(), settings=self.settings, recorder=recorder,
+                                           now=now or datetime.datetime.now(datetime.UTC))  # fmt: skip
+        self.events += recorder.events
+        assert patch is not None
+        self.status = {**self.status, **patch}
+
+    async def until(self, check: Any, *, timeout: float, what: str,
+                    now: datetime.datetime | None = None) -> ReconcileResult:  # fmt: skip
+        """Reconcile (as the poll timer does) until `check(status)` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = await self.reconcile(now)
+            if check(self.status):
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; status: {self.status}")
+            await asyncio.sleep(1)
+
+    async def finalize(self, now: datetime.datetime | None = None, attempts: int = 30) -> Any:
+        """Retire the node, retrying (as kopf does) while a part is still going away."""
+        for _ in range(attempts):
+            recorder = ListRecorder()
+            outcome = await federated_node.finalize(
+                body=self.body(), backends=self.backends, settings=self.settings, profiles=self.profiles,
+                recorder=recorder, now=now or datetime.datetime.now(datetime.UTC),
+            )  # fmt: skip
+            self.events += recorder.events
+            if outcome.done:
+                break
+            await asyncio.sleep(1)
+        return outcome
+
+    def condition(self, type_: str) -> dict[str, Any]:
+        return next((c for c in self.status.get("conditions", []) if c["type"] == type_), {})
+
+    def line(self, id_: str) -> dict[str, Any]:
+        return next(line for line in self.status["requirements"] if line["id"] == id_)
+
+
+async def may(kube: AsyncClient, user: str, verb: str, resource: str, namespace: str, name: str) -> bool:
+    """What the API server's authorizer answers for `user` (a SubjectAccessReview)."""
+    review = SubjectAccessReview(spec=SubjectAccessReviewSpec(
+        user=user, resourceAttributes=ResourceAttributes(verb=verb, resource=resource, namespace=namespace, name=name),
+    ))  # fmt: skip
+    answer = await kube.create(review)
+    return bool(answer.status and answer.status.allowed)

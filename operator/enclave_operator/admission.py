@@ -38,17 +38,16 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import pydantic
 
+from enclave_operator.api.federated_node import FederatedNodeSpec
 from enclave_operator.api.research_project import ResearchProjectSpec
-from enclave_operator.reconcilers import approval, research_project
+from enclave_operator.federation.profiles import Profiles
+from enclave_operator.reconcilers import approval, federated_node, research_project
 from enclave_operator.reconcilers.approval import APPROVAL_ANNOTATION, APPROVE_ANNOTATION
 from enclave_operator.settings import IngestSettings, OperatorSettings, SelfServiceSettings
-
-if TYPE_CHECKING:
-    from enclave_operator.federation.profiles import Profiles
 
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 Annotations = dict[str, str | None]
@@ -240,9 +239,6 @@ def review_node(
     """Raise Denied naming the field when a FederatedNode breaks a rule the schema cannot express."""
     if operation not in ("CREATE", "UPDATE") or new is None:
         return
-    from enclave_operator.api.federated_node import FederatedNodeSpec
-    from enclave_operator.reconcilers import federated_node
-
     new_spec, old_spec = new.get("spec") or {}, (old or {}).get("spec") or {}
     if operation == "UPDATE" and new_spec == old_spec:
         return  # finalizers and bookkeeping: an object admitted earlier can always be retired

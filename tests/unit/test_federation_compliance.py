@@ -169,8 +169,8 @@ def test_missing_documentation_fails() -> None:
     ("probes", "result", "says"),
     [
         (compliance.ProbeFacts(), "Warn", "not run yet"),
-        (compliance.ProbeFacts(probed=True, ssh_seen=False, dns_seen=True), "Fail", "22/TCP"),
-        (compliance.ProbeFacts(probed=True, ssh_seen=True, dns_seen=False), "Fail", "53/UDP"),
+        (compliance.ProbeFacts(probed=True, ssh_seen=False, dns_seen=True), "Fail", "9/TCP on 127.0.0.1"),
+        (compliance.ProbeFacts(probed=True, ssh_seen=True, dns_seen=False), "Fail", "9/UDP on 127.0.0.1"),
         (ALL_SEEN, "Pass", ""),
     ],
     ids=["not probed yet", "ssh never answered", "dns never answered", "both answered"],

@@ -21,9 +21,10 @@ from enclave_operator.api.common import (
     CelRule,
     ConditionedStatus,
     KindInfo,
+    NameRule,
     PrinterColumn,
-    Quantity,
 )
+from enclave_operator.api.research_project import MemoryQuantity, StorageQuantity
 
 MAX_NAME_LENGTH = 40
 """The node's name drives its namespace, buckets, identity group and Job names, each with a tighter limit."""
@@ -206,14 +207,14 @@ class Cpu(ApiModel):
 class Memory(ApiModel):
     """Memory: the main memory."""
 
-    size: Quantity | None = pydantic.Field(None, description="size: total RAM, a quantity such as 128Gi.")
+    size: MemoryQuantity | None = pydantic.Field(None, description="size: total RAM, a quantity such as 128Gi.")
     ecc: bool | None = pydantic.Field(None, description="ecc: error-correcting memory.")
 
 
 class Disk(ApiModel):
     """Disk: the operating-system disk."""
 
-    size: Quantity | None = pydantic.Field(None, description="size: capacity, a quantity such as 1Ti.")
+    size: StorageQuantity | None = pydantic.Field(None, description="size: capacity, a quantity such as 1Ti.")
     type: DiskType | None = pydantic.Field(None, description="type: SSD, NVMe or HDD.")
 
 
@@ -222,7 +223,7 @@ class Gpu(ApiModel):
 
     count: int = pydantic.Field(0, description="count: number of GPUs; 0 means none.", ge=0, le=1024)
     vendor: str | None = pydantic.Field(None, description="vendor: e.g. NVIDIA.", max_length=64)
-    memory: Quantity | None = pydantic.Field(None, description="memory: memory of one GPU, e.g. 24Gi.")
+    memory: MemoryQuantity | None = pydantic.Field(None, description="memory: memory of one GPU, e.g. 24Gi.")
     architecture: str | None = pydantic.Field(
         None, description="architecture: e.g. Ampere, Volta, Hopper.", max_length=64
     )
@@ -270,8 +271,8 @@ class HardwareSpec(ApiModel):
 class StoreSpec(ApiModel):
     """StoreSpec: the node's data store (an S3 bucket with quota) and the storage behind the node's data."""
 
-    quota: Quantity = pydantic.Field(description="quota: hard limit of the store bucket, a quantity such as 2Ti.")
-    dataset_size: Quantity = pydantic.Field(
+    quota: StorageQuantity = pydantic.Field(description="quota: hard limit of the store bucket, e.g. 2Ti.")
+    dataset_size: StorageQuantity = pydantic.Field(
         "0", description="datasetSize: size of the dataset this site contributes; the store must hold it."
     )
     raid: RaidLevel = pydantic.Field(
@@ -535,14 +536,6 @@ class FederatedNodeStatus(ConditionedStatus):
 class FederatedNode(ApiModel):
     """FederatedNode records a federated data-provider node and checks it: compliance, store, access, reachability, backups."""  # noqa: E501
 
-    cel_rules = (
-        CelRule(
-            f"size(self.metadata.name) <= {MAX_NAME_LENGTH} && self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
-            f"metadata.name must be a DNS label (lowercase letters, digits, '-', starting with a letter) "
-            f"of at most {MAX_NAME_LENGTH} characters",
-        ),
-    )
-
     spec: FederatedNodeSpec = pydantic.Field(description="spec: the node's record and what to run for it.")
     status: FederatedNodeStatus | None = pydantic.Field(None, description="status: the observed state.")
 
@@ -554,6 +547,12 @@ KIND = KindInfo(
     short_names=("fn", "fednode"),
     scope="Cluster",
     description=FederatedNode.__doc__ or "",
+    name_rule=NameRule(
+        MAX_NAME_LENGTH,
+        DNS_LABEL_PATTERN,
+        f"must be a DNS label (lowercase letters, digits, '-', starting with a letter) of at most {MAX_NAME_LENGTH} "
+        "characters: it names the node's namespace, buckets, group and backup Jobs",
+    ),
     printer_columns=(
         PrinterColumn("Profile", ".spec.profile"),
         PrinterColumn("Compliant", '.status.conditions[?(@.type=="Compliant")].status'),

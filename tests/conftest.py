@@ -18,7 +18,6 @@ import yaml
 
 from enclave_operator.backends import s3_minio
 from localenv import environment, nodehost
-from localenv.certs import loopback_server_cert
 from localenv.freeipa_server import start_freeipa
 from localenv.minio import start_minio
 from localenv.orthanc import start_orthanc
@@ -26,6 +25,7 @@ from localenv.plane import start_plane
 from localenv.podrunner import podrunner_service
 from localenv.runtime import REPO_ROOT, RunDir, free_port
 from localenv.webhooks import balancer_service, ca_file, install_peering, webhook_settings
+from support import timeouts
 from support.cluster import Cluster, kind_cluster, kubectl_binary
 from support.identity import ipa_admin, seed_ipa_users
 from support.ingest import bundled, ct_series_copies, orthanc_store
@@ -140,6 +140,16 @@ def orthanc(run_dir: RunDir) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def operator_secrets(freeipa: dict[str, Any], minio_backup: dict[str, Any]) -> dict[str, str]:
+    """The environment an operator pod gets from Secrets: the FreeIPA password, the backup target's keys."""
+    return {
+        "ENCLAVE_IPA_PASSWORD": freeipa["password"],
+        "ENCLAVE_BACKUP_S3_ACCESS_KEY": minio_backup["access_key"],
+        "ENCLAVE_BACKUP_S3_SECRET_KEY": minio_backup["secret_key"],
+    }
+
+
+@pytest.fixture(scope="session")
 def webhook_ports() -> tuple[int, int]:
     """The webhook ports of the two operator processes an HA test may run (the balancer knows both)."""
     return free_port(), free_port()
@@ -158,8 +168,9 @@ def operator_config(
     slurm: SlurmEnv,
     orthanc: dict[str, Any],
     webhook_ports: tuple[int, int],
+    minio_backup: dict[str, Any],
 ) -> Path:
-    """The e2e operator's configuration: loopback MinIO, short intervals, the webhooks with their own TLS."""
+    """The e2e operator's configuration: loopback MinIO (and a second one as the backup target), short intervals, the webhooks with their own TLS."""
     webhook, _ = webhook_settings(operator_dir, webhook_ports[0], f"t{secrets.token_hex(3)}.webhooks.enclave.io")
     identity = {
         "provider": "freeipa",
@@ -176,8 +187,16 @@ def operator_config(
              "credentialsSecret": "research-pacs-credentials", "preApproved": True},
         ],
     }  # fmt: skip
+    federation = {
+        "probeSeconds": timeouts.PROBE_INTERVAL,
+        "probeTimeoutSeconds": 1,
+        "backupPollSeconds": 1,
+        "backupRetrySeconds": 5,
+        "backupTargets": [{"name": "offsite", "endpoint": minio_backup["endpoint"], "secure": False,
+                           "timeoutSeconds": 5}],
+    }  # fmt: skip
     return write_config(operator_dir / "config.yaml", minio, webhook=webhook, identity=identity, slurm=slurm_config,
-                        ingest=ingest, peering={"lifetimeSeconds": PEERING_LIFETIME_S})  # fmt: skip
+                        ingest=ingest, federation=federation, peering={"lifetimeSeconds": PEERING_LIFETIME_S})  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -195,6 +214,7 @@ def operator(
     minio: dict[str, Any],
     freeipa: dict[str, Any],
     operator_dir: Path,
+    operator_secrets: dict[str, str],
     operator_config: Path,
     webhooks: Webhooks,
     webhook_ports: tuple[int, int],
@@ -204,7 +224,7 @@ def operator(
     again."""
     install_peering(crds.kubeconfig)
     log = tmp_path_factory.mktemp("operator-log") / "operator.log"
-    process = operator_process(crds, operator_dir, operator_config, minio, freeipa, log, pod_id="operator-a",
+    process = operator_process(crds, operator_dir, operator_config, minio, operator_secrets, log, pod_id="operator-a",
                                webhook_port=webhook_ports[0])  # fmt: skip
     process.start()
     webhooks.install()
@@ -221,6 +241,19 @@ def pod_runner(crds: Cluster, run_dir: RunDir) -> Iterator[None]:
     run_dir.start(podrunner_service(run_dir, crds.kubeconfig, bin_dir=REPO_ROOT / ".venv" / "bin"))
     yield
     run_dir.stop("podrunner")
+
+
+@pytest.fixture(scope="session")
+def ingest_platform(crds: Cluster, orthanc: dict[str, Any], pod_runner: None) -> Cluster:
+    """What the platform team sets up once for DataIngests: the ingest namespace with the PACS credentials, the
+    data stewards' role (and, here only, the stand-in kubelet for the worker namespaces: `pod_runner`)."""
+    crds.run("create", "namespace", INGEST_NAMESPACE, check=False)
+    crds.run("create", "secret", "generic", "research-pacs-credentials", "-n", INGEST_NAMESPACE,
+             f"--from-literal=username={orthanc['username']}", f"--from-literal=password={orthanc['password']}",
+             check=False)  # fmt: skip
+    crds.run("create", "clusterrolebinding", "test-stewards", "--clusterrole=enclave-data-steward",
+             "--group=enclave:data-stewards", check=False)  # fmt: skip
+    return crds
 
 
 @pytest.fixture

@@ -440,8 +440,12 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -
             patch = await federated_node.probe(body=fresh, settings=runtime.settings, recorder=recorder,
                                                now=datetime.datetime.now(datetime.UTC))  # fmt: skip
             await recorder.flush()
-            if patch is not None:
-                await status_io.write_node_status(runtime.backends.kube, meta["name"], patch)
+            if patch is None:
+                return
+            await status_io.write_node_status(runtime.backends.kube, meta["name"], patch)
+        before = federated_node.probe_facts((fresh.get("status") or {}).get("reachability"))
+        if federated_node.probe_facts(patch["reachability"]) != before:
+            await _reconcile(body, memo)  # the firewall requirement reads what the probes have shown
 
     @kopf.on.delete(*NODES, registry=registry, id="finalize")
     async def delete_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -460,7 +464,7 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -
 
     if config.webhook.enabled:
 
-        @kopf.on.validate(*NODES, registry=registry, id="policy", operations=["CREATE", "UPDATE"])
+        @kopf.on.validate(*NODES, registry=registry, id="node-policy", operations=["CREATE", "UPDATE"])
         async def validate_node(operation: str, old: kopf.Body | None, new: kopf.Body | None, body: kopf.Body,
                                 memo: kopf.Memo, **_: Any) -> None:  # fmt: skip
             """Known profile and backup target, integrator access that ends, names that do not collide."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pydicom
@@ -29,16 +28,9 @@ STEWARDS = "enclave:data-stewards"
 
 
 @pytest.fixture(scope="module")
-def platform(crds: Cluster, orthanc: dict[str, Any], pod_runner: None) -> Iterator[Cluster]:
-    """What the platform team sets up once: the ingest namespace with the PACS credentials, the stewards'
-    role (and, here only, the stand-in kubelet for the worker namespaces: `pod_runner`)."""
-    crds.run("create", "namespace", NAMESPACE, check=False)
-    crds.run("create", "secret", "generic", "research-pacs-credentials", "-n", NAMESPACE,
-             f"--from-literal=username={orthanc['username']}", f"--from-literal=password={orthanc['password']}",
-             check=False)  # fmt: skip
-    crds.run("create", "clusterrolebinding", "test-stewards", "--clusterrole=enclave-data-steward",
-             f"--group={STEWARDS}", check=False)  # fmt: skip
-    yield crds
+def platform(ingest_platform: Cluster) -> Cluster:
+    """What the platform team sets up once (tests/conftest.py: ingest_platform)."""
+    return ingest_platform
 
 
 def _ingest(project: str, name: str, source: str = "research-pacs", parallelism: int = 2) -> dict[str, Any]:

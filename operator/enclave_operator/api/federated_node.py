@@ -484,6 +484,9 @@ class BackupStatus(ApiModel):
     target: str = pydantic.Field("", description="target: the backup target.", max_length=63)
     repository: str = pydantic.Field("", description="repository: where the snapshots are.", max_length=512)
     runs: int = pydantic.Field(0, description="runs: backups started so far (names the next Job).", ge=0)
+    request: str | None = pydantic.Field(
+        None, description="request: the last enclave.io/backup-requested annotation served.", max_length=128
+    )
     running: str | None = pydantic.Field(None, description="running: the Job running now.", max_length=256)
     last_success: BackupRun | None = pydantic.Field(None, description="lastSuccess: the last successful backup.")
     last_failure: BackupRun | None = pydantic.Field(None, description="lastFailure: the last failed backup.")

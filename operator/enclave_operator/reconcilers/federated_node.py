@@ -62,6 +62,8 @@ from enclave_operator.reconcilers.research_project import (
 from enclave_operator.settings import BackupTargetSettings, OperatorSettings
 
 NODE_LABEL = ownership.NODE_OWNER_LABEL
+BACKUP_REQUEST_ANNOTATION = "enclave.io/backup-requested"
+"""Ask for a backup now: any new value (e.g. the time) starts one, once; status.backup.request records it."""
 VERDICTS = (reasons.COMPLIANT, reasons.LEGALLY_CLEARED, reasons.REACHABLE, reasons.BACKUP_CURRENT)
 SUMMARY = (reasons.READY, reasons.RECONCILING, reasons.STALLED)
 logger = logging.getLogger(__name__)
@@ -366,8 +368,9 @@ def _worker(node: NodePlan, settings: OperatorSettings, mode: backup_job.Mode, j
 
 
 async def backups(node: NodePlan, backends: Backends, settings: OperatorSettings, current: Mapping[str, Any],
-                  recorder: Recorder, now: datetime.datetime) -> BackupStep:  # fmt: skip
-    """Follow a running backup or drill; start the backup that is due, then the drill that was asked for."""
+                  recorder: Recorder, now: datetime.datetime, request: str = "") -> BackupStep:  # fmt: skip
+    """Follow a running backup or drill; start the backup that is due (or asked for with the request
+    annotation), then the drill that was asked for."""
     fed = settings.federation
     client = ownership.OwnedNamespaces(backends.kube, node.owner, trusted=[fed.backup_namespace])
     target = backends.backup_targets[node.target.name]
@@ -397,15 +400,19 @@ async def backups(node: NodePlan, backends: Backends, settings: OperatorSettings
             backup.pop("running", None)
     drill_running = bool(drill and drill.get("phase") == "Running")
     due = backup_job.next_due(backup, interval, retry, now)
-    if not backup.get("running") and not drill_running and now >= due:
+    requested = bool(request) and request != backup.get("request")
+    if not backup.get("running") and not drill_running and (now >= due or requested):
         runs = int(backup.get("runs", 0)) + 1
         name = backup_job.backup_job_name(node.name, node.uid, runs)
         outcome = await managed.reconcile_part(_job_adapter(client, _worker(node, settings, "backup", name),
                                                             "BackupJob"), recorder)  # fmt: skip
         if outcome.condition.status == "True":
             backup.update(runs=runs, running=f"{fed.backup_namespace}/{name}")
+            if requested:
+                backup["request"] = request
+            why = f" (requested: {request})" if requested and now < due else ""
             recorder.event("Normal", reasons.EVENT_STARTED_BACKUP,
-                           f"backing up {node.bucket.name} to {node.target.name}/{node.backup_bucket.name}")
+                           f"backing up {node.bucket.name} to {node.target.name}/{node.backup_bucket.name}{why}")
     backup["nextDue"] = _stamp(backup_job.next_due(backup, interval, retry, now))
 
     drill = await _drill(node, settings, client, target, backup, drill, recorder, now)
@@ -512,9 +519,7 @@ async def reconcile(
     measured, measure_error = await measure(node, backends)
     observed = hardware.observe(spec.hardware, measured)
     reach = current.get("reachability") or {}
-    probes = compliance.ProbeFacts(probed=bool(reach.get("lastProbe")),
-                                   ssh_seen=bool((reach.get("ssh") or {}).get("lastSuccess")),
-                                   dns_seen=bool((reach.get("dns") or {}).get("lastSuccess")))  # fmt: skip
+    probes = probe_facts(reach)
     access = compliance.Access(ssh=tuple(i.user for i in node.active if "SSH" in i.channels),
                                vpn=tuple(i.user for i in node.active if "VPN" in i.channels))  # fmt: skip
     lines = compliance.evaluate(node.profile, spec, observed, probes, access, node.today)
@@ -543,7 +548,8 @@ async def reconcile(
     busy = False
     if backup_ready is not None and backup_ready.status == "True":
         try:
-            step = await backups(node, backends, settings, current, recorder, now)
+            request = str((meta.get("annotations") or {}).get(BACKUP_REQUEST_ANNOTATION, ""))
+            step = await backups(node, backends, settings, current, recorder, now, request[:128])
             backup, drill, busy = step.backup, step.drill, step.busy
         except BackendError as error:
             logger.debug("backup step of %s: %s", name, error)
@@ -611,10 +617,19 @@ def forget_metrics(name: str) -> None:
 # The probes.
 
 
+def probe_facts(reach: Mapping[str, Any] | None) -> compliance.ProbeFacts:
+    """What the probes have shown so far, as the firewall requirement reads it."""
+    reach = reach or {}
+    return compliance.ProbeFacts(probed=bool(reach.get("lastProbe")),
+                                 ssh_seen=bool((reach.get("ssh") or {}).get("lastSuccess")),
+                                 dns_seen=bool((reach.get("dns") or {}).get("lastSuccess")))  # fmt: skip
+
+
 async def probe(*, body: Mapping[str, Any], settings: OperatorSettings, recorder: Recorder,
                 now: datetime.datetime) -> dict[str, Any] | None:  # fmt: skip
     """One probe round of the node's endpoint: the status patch (reachability, Reachable, Ready), or None when the
-    spec is invalid (the reconcile says why)."""
+    spec is invalid (the reconcile says why). When what the probes have shown changes (the firewall requirement
+    reads it), the caller runs a reconcile too: `probe_facts` of the old and new reachability differ."""
     try:
         spec = FederatedNodeSpec.model_validate(dict(body.get("spec") or {}))
     except pydantic.ValidationError:

@@ -404,7 +404,8 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -
             )  # fmt: skip
             await recorder.flush()
             if result.changed:
-                await status_io.write_node_status(runtime.backends.kube, meta["name"], result.status)
+                await status_io.write_node_status(runtime.backends.kube, meta["name"], fresh.get("status") or {},
+                                                  result.status)  # fmt: skip
             outcome["result"] = "retry" if result.retry else "ok"
         if result.retry:
             raise kopf.TemporaryError(result.message, delay=backoff(runtime.settings.intervals, retry))
@@ -442,7 +443,8 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -
             await recorder.flush()
             if patch is None:
                 return
-            await status_io.write_node_status(runtime.backends.kube, meta["name"], patch)
+            await status_io.write_node_status(runtime.backends.kube, meta["name"], fresh.get("status") or {},
+                                              {**(fresh.get("status") or {}), **patch})  # fmt: skip
         before = federated_node.probe_facts((fresh.get("status") or {}).get("reachability"))
         if federated_node.probe_facts(patch["reachability"]) != before:
             await _reconcile(body, memo)  # the firewall requirement reads what the probes have shown

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Node, Secret
 from lightkube.resources.networking_v1 import NetworkPolicy
@@ -22,6 +22,7 @@ from lightkube.resources.networking_v1 import NetworkPolicy
 from enclave_operator import reasons
 from enclave_operator.backends import identity_ldap, ownership, s3_minio
 from enclave_operator.backends.identity_freeipa import FreeIpaClient, FreeIpaSettings
+from enclave_operator.engine import status as status_io
 from enclave_operator.federation import backup_job, profiles
 from enclave_operator.reconcilers import federated_node
 from enclave_operator.reconcilers.research_project import Backends
@@ -41,8 +42,14 @@ NOW = datetime.datetime.now(datetime.UTC)
 
 
 @pytest.fixture
-def node_name() -> str:
-    return f"n{secrets.token_hex(4)}"
+async def node_name(crds: Any, kube: AsyncClient) -> AsyncIterator[str]:
+    """A fresh node name; the FederatedNode object (made by the test's Driver) is removed afterwards."""
+    name = f"n{secrets.token_hex(4)}"
+    yield name
+    try:
+        await kube.delete(status_io.FederatedNodeResource, name)
+    except ApiError:
+        pass
 
 
 @pytest.fixture
@@ -79,6 +86,7 @@ def _ok(driver: Driver, *types: str) -> None:
         assert cond.get("status") == "True", f"{type_}: {cond}"
 
 
+@pytest.mark.timeout(900)  # four restic Jobs on a shared 2-core machine
 async def test_a_measured_node_is_provisioned_backed_up_drilled_and_retired(
     kube: AsyncClient, s3: s3_minio.S3Clients, minio: dict[str, Any], minio_backup: dict[str, Any],
     backends: Backends, freeipa: dict[str, Any], restic_binary: Path, pod_runner: None, nodes: list[str],
@@ -95,7 +103,7 @@ async def test_a_measured_node_is_provisioned_backed_up_drilled_and_retired(
             .integrator("alice", (today + datetime.timedelta(days=30)).isoformat())
             .credential_secrets("vpn-profile").deletion("Retain").spec())  # fmt: skip
     settings = settings_for(minio, minio_backup)
-    driver = Driver(backends, settings, PROFILES, node_name, spec)
+    driver = await Driver(backends, settings, PROFILES, node_name, spec).create()
     await driver.reconcile()
 
     # Compliance from the Node objects: 64 threads → 32 cores, 256Gi, two Ampere GPUs with 24Gi.
@@ -145,7 +153,7 @@ async def test_a_measured_node_is_provisioned_backed_up_drilled_and_retired(
 
     # A restore drill: the snapshot restored into the scratch bucket, byte for byte.
     app.put_object(f"fn-{node_name}", "cohort/1.dcm", io.BytesIO(b"changed since"), 13)
-    driver.change({**driver.spec, "backup": {**driver.spec["backup"], "restoreDrill": {"name": "q4"}}})
+    await driver.change({**driver.spec, "backup": {**driver.spec["backup"], "restoreDrill": {"name": "q4"}}})
     await driver.until(lambda s: (s.get("restoreDrill") or {}).get("phase") in ("Passed", "Failed"),
                        timeout=BACKUP_TIMEOUT, what="the restore drill")  # fmt: skip
     drill = driver.status["restoreDrill"]
@@ -172,16 +180,18 @@ async def test_a_measured_node_is_provisioned_backed_up_drilled_and_retired(
     assert not {f"fn-{node_name}-app", backup_job.store_user(node_name), backup_job.target_user(node_name)} & users
     assert ipa_group(ipa_admin(freeipa), f"fn-{node_name}-integrators") is None
     assert not s3.s3.bucket_exists(f"fn-{node_name}-drill"), "the scratch bucket always goes"
-    namespace = await kube.get(Namespace, ns)
-    assert namespace.metadata.deletionTimestamp is not None
+    try:
+        assert (await kube.get(Namespace, ns)).metadata.deletionTimestamp is not None
+    except ApiError as gone:
+        assert gone.status.code == 404
 
     # A new node of the same name does not take the retained store silently; with adopt it does.
     await _wait_gone(kube, ns)
-    again = Driver(backends, settings, PROFILES, node_name, {**spec, "deletionPolicy": "Delete"})
+    again = await Driver(backends, settings, PROFILES, node_name, {**spec, "deletionPolicy": "Delete"}).create()
     await again.reconcile()
     storage = again.condition(reasons.STORAGE_READY)
     assert (storage["reason"], again.condition(reasons.STALLED)["status"]) == (reasons.REASON_NOT_OWNED, "True")
-    again.change({**again.spec, "adopt": ["Bucket"]})
+    await again.change({**again.spec, "adopt": ["Bucket"]})
     await again.reconcile()
     _ok(again, reasons.STORAGE_READY, reasons.BACKUP_READY)
     assert again.status["backup"].get("running"), "the adopted repository gets the next backup"
@@ -219,7 +229,8 @@ async def test_probes_follow_the_real_sshd_and_dns_server(
 ) -> None:  # fmt: skip
     host = node_host(node_name)
     spec = NodeBuilder(node_name).endpoint(host["ip"], dnsQuery=host["dns_name"]).spec()
-    driver = Driver(backends, settings_for(minio, minio_backup, probeTimeoutSeconds=2), PROFILES, node_name, spec)
+    settings = settings_for(minio, minio_backup, probeTimeoutSeconds=2)
+    driver = await Driver(backends, settings, PROFILES, node_name, spec).create()
     await driver.probe()
     reach = driver.status["reachability"]
     assert reach["state"] == "Online" and "SSH-2.0-OpenSSH" in reach["ssh"]["detail"], reach
@@ -242,8 +253,8 @@ async def test_probes_follow_the_real_sshd_and_dns_server(
 
 async def test_a_node_never_seen_stays_never_seen(backends: Backends, minio: dict[str, Any],
                                                   minio_backup: dict[str, Any], node_name: str) -> None:  # fmt: skip
-    driver = Driver(backends, settings_for(minio, minio_backup, probeTimeoutSeconds=1), PROFILES, node_name,
-                    NodeBuilder(node_name).spec())  # fmt: skip
+    settings = settings_for(minio, minio_backup, probeTimeoutSeconds=1)
+    driver = await Driver(backends, settings, PROFILES, node_name, NodeBuilder(node_name).spec()).create()
     await driver.probe()
     reach = driver.status["reachability"]
     assert (reach["state"], "lastSeen" in reach) == ("NeverSeen", False)
@@ -262,7 +273,8 @@ async def test_a_namespace_of_a_project_is_not_taken(
                                                 PROFILES, NOW.date())  # fmt: skip
         assert found == [f"namespace {ns} exists and belongs to project some-project; federated node {node_name} "
                          "does not write to it"]  # fmt: skip
-        driver = Driver(backends, settings, PROFILES, node_name, NodeBuilder(node_name).deletion("Delete").spec())
+        spec = NodeBuilder(node_name).deletion("Delete").spec()
+        driver = await Driver(backends, settings, PROFILES, node_name, spec).create()
         await driver.reconcile()
         assert driver.condition(reasons.NAMESPACE_READY)["reason"] == reasons.REASON_NOT_OWNED
         assert driver.condition(reasons.STALLED)["status"] == "True"
@@ -283,8 +295,8 @@ async def test_a_namespace_of_a_project_is_not_taken(
 async def test_an_unusable_spec_stalls_naming_the_field(backends: Backends, minio: dict[str, Any],
                                                        minio_backup: dict[str, Any], node_name: str, change: Any,
                                                        says: str) -> None:  # fmt: skip
-    driver = Driver(backends, settings_for(minio, minio_backup), PROFILES, node_name,
-                    change(NodeBuilder(node_name)).spec())  # fmt: skip
+    spec = change(NodeBuilder(node_name)).spec()
+    driver = await Driver(backends, settings_for(minio, minio_backup), PROFILES, node_name, spec).create()
     await driver.reconcile()
     stalled = driver.condition(reasons.STALLED)
     assert stalled["status"] == "True" and stalled["message"].startswith(says), stalled
@@ -317,7 +329,7 @@ async def test_integrators_in_ldap_come_and_go_with_their_dates(
     spec = (NodeBuilder(node_name).integrator("bob", today.isoformat())
             .integrator("carol", (today + datetime.timedelta(days=3)).isoformat(), channels=("SSH",))
             .deletion("Delete").spec())  # fmt: skip
-    driver = Driver(backends, settings_for(minio, minio_backup), PROFILES, node_name, spec)
+    driver = await Driver(backends, settings_for(minio, minio_backup), PROFILES, node_name, spec).create()
     try:
         await driver.reconcile()
         group_dn = f"cn=fn-{node_name}-integrators,{slapd['groups_dn']}"

@@ -16,8 +16,10 @@ from lightkube.models.core_v1 import NodeStatus
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.resources.core_v1 import Node
+from lightkube.types import PatchType
 
 from enclave_operator.backends import s3_minio
+from enclave_operator.engine import status as status_io
 from enclave_operator.engine.recorder import ListRecorder
 from enclave_operator.federation import hardware
 from enclave_operator.federation.profiles import Profiles
@@ -59,42 +61,60 @@ def backup_clients(minio_backup: Mapping[str, Any]) -> s3_minio.S3Clients:
 
 
 class Driver:
-    """Runs the reconciler the way the operator does: from the object as it is, writing status back."""
+    """Runs the reconciler the way the operator's handlers do: from a fresh read of the FederatedNode in the API
+    server, writing status back through the same merge patch; events are kept here instead of posted."""
 
     def __init__(self, backends: Backends, settings: OperatorSettings, profiles: Profiles, name: str,
-                 spec: dict[str, Any], uid: str | None = None) -> None:  # fmt: skip
+                 spec: dict[str, Any]) -> None:  # fmt: skip
         self.backends, self.settings, self.profiles = backends, settings, profiles
         self.name, self.spec = name, spec
-        self.uid = uid or secrets.token_hex(8)
-        self.generation = 1
         self.status: dict[str, Any] = {}
         self.events: list[tuple[str, str, str]] = []
 
-    def body(self) -> dict[str, Any]:
-        return {"apiVersion": "enclave.io/v1alpha1", "kind": "FederatedNode",
-                "metadata": {"name": self.name, "uid": self.uid, "generation": self.generation},
-                "spec": self.spec, "status": self.status}  # fmt: skip
+    @property
+    def kube(self) -> AsyncClient:
+        return self.backends.kube
 
-    def change(self, spec: dict[str, Any]) -> None:
-        self.spec, self.generation = spec, self.generation + 1
+    async def create(self) -> Driver:
+        """The object in the API server (the CRD schema and CEL rules check the spec)."""
+        await self.kube.create(status_io.FederatedNodeResource.from_dict({
+            "apiVersion": "enclave.io/v1alpha1", "kind": "FederatedNode", "metadata": {"name": self.name},
+            "spec": self.spec,
+        }))  # fmt: skip
+        return self
+
+    async def body(self) -> dict[str, Any]:
+        fresh = await status_io.read_node(self.kube, self.name)
+        assert fresh is not None, f"federatednode {self.name} is gone"
+        return fresh
+
+    async def change(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        await self.kube.patch(status_io.FederatedNodeResource, self.name, {"spec": spec}, patch_type=PatchType.MERGE)
 
     async def reconcile(self, now: datetime.datetime | None = None) -> ReconcileResult:
         recorder = ListRecorder()
+        fresh = await self.body()
         result = await federated_node.reconcile(
-            body=self.body(), backends=self.backends, settings=self.settings, profiles=self.profiles,
+            body=fresh, backends=self.backends, settings=self.settings, profiles=self.profiles,
             recorder=recorder, now=now or datetime.datetime.now(datetime.UTC),
         )  # fmt: skip
         self.events += recorder.events
-        self.status = result.status
+        if result.changed:
+            await status_io.write_node_status(self.kube, self.name, fresh.get("status") or {}, result.status)
+        self.status = dict((await self.body()).get("status") or {})
         return result
 
     async def probe(self, now: datetime.datetime | None = None) -> None:
         recorder = ListRecorder()
-        patch = await federated_node.probe(body=self.body(), settings=self.settings, recorder=recorder,
+        fresh = await self.body()
+        patch = await federated_node.probe(body=fresh, settings=self.settings, recorder=recorder,
                                            now=now or datetime.datetime.now(datetime.UTC))  # fmt: skip
         self.events += recorder.events
         assert patch is not None
-        self.status = {**self.status, **patch}
+        old = fresh.get("status") or {}
+        await status_io.write_node_status(self.kube, self.name, old, {**old, **patch})
+        self.status = dict((await self.body()).get("status") or {})
 
     async def until(self, check: Any, *, timeout: float, what: str,
                     now: datetime.datetime | None = None) -> ReconcileResult:  # fmt: skip
@@ -109,15 +129,17 @@ class Driver:
             await asyncio.sleep(1)
 
     async def finalize(self, now: datetime.datetime | None = None, attempts: int = 30) -> Any:
-        """Retire the node, retrying (as kopf does) while a part is still going away."""
+        """Retire the node (retrying, as kopf does, while a part is still going away), then delete the object."""
+        fresh = await self.body()
         for _ in range(attempts):
             recorder = ListRecorder()
             outcome = await federated_node.finalize(
-                body=self.body(), backends=self.backends, settings=self.settings, profiles=self.profiles,
+                body=fresh, backends=self.backends, settings=self.settings, profiles=self.profiles,
                 recorder=recorder, now=now or datetime.datetime.now(datetime.UTC),
             )  # fmt: skip
             self.events += recorder.events
             if outcome.done:
+                await self.kube.delete(status_io.FederatedNodeResource, self.name)
                 break
             await asyncio.sleep(1)
         return outcome

@@ -67,8 +67,26 @@ async def read_node(client: AsyncClient, name: str) -> dict[str, Any] | None:
     return await _read(client, FederatedNodeResource, name, None, None)
 
 
-async def write_node_status(client: AsyncClient, name: str, status: Mapping[str, Any]) -> None:
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`: a key `new` dropped becomes null, so it is
+    removed (a plain merge of `new` would leave it, e.g. a finished backup's `running`)."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            if sub := merge_patch(before, value):
+                patch[key] = sub
+        elif key not in old or before != value:
+            patch[key] = value
+    return patch
+
+
+async def write_node_status(client: AsyncClient, name: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Write what changed from `old` (the status the reconcile started from) to `new`, removals included."""
+    patch = merge_patch(old, new)
+    if not patch:
+        return
     await kube.call(
         f"write status of federatednode {name}",
-        client.patch(FederatedNodeResource.Status, name, {"status": dict(status)}, patch_type=PatchType.MERGE),
+        client.patch(FederatedNodeResource.Status, name, {"status": patch}, patch_type=PatchType.MERGE),
     )

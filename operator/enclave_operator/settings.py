@@ -29,6 +29,17 @@ class _Settings(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
+def _template(value: str, placeholder: str) -> str:
+    """A name template with exactly the one placeholder `{<placeholder>}` (project or node)."""
+    if "{" + placeholder + "}" not in value:
+        raise ValueError(f"must contain {{{placeholder}}}, or every {placeholder} would share one name")
+    try:
+        value.format(**{placeholder: "x"})
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"only the placeholder {{{placeholder}}} is allowed ({error})") from None
+    return value
+
+
 class NamingSettings(_Settings):
     """How derived names are made from the project name; `{project}` is replaced by it."""
 
@@ -47,13 +58,7 @@ class NamingSettings(_Settings):
     @pydantic.field_validator("namespace", "bucket", "group", "slurm_account")
     @classmethod
     def _has_placeholder(cls, value: str) -> str:
-        if "{project}" not in value:
-            raise ValueError("must contain {project}, or every project would share one name")
-        try:
-            value.format(project="x")
-        except (KeyError, IndexError, ValueError) as error:
-            raise ValueError(f"only the placeholder {{project}} is allowed ({error})") from None
-        return value
+        return _template(value, "project")
 
 
 class S3Settings(_Settings):
@@ -289,14 +294,6 @@ class IngestSettings(_Settings):
         return next((s for s in self.sources if s.name == name), None)
 
 
-def _has_node_placeholder(value: str) -> str:
-    if "{node}" not in value:
-        raise ValueError("must contain {node}, or every federated node would share one name")
-    try:
-        value.format(node="x")
-    except (KeyError, IndexError, ValueError) as error:
-        raise ValueError(f"only the placeholder {{node}} is allowed ({error})") from None
-    return value
 
 
 class BackupTargetSettings(S3Settings):
@@ -322,7 +319,7 @@ class BackupTargetSettings(S3Settings):
     @pydantic.field_validator("bucket")
     @classmethod
     def _placeholder(cls, value: str) -> str:
-        return _has_node_placeholder(value)
+        return _template(value, "node")
 
     def _section(self) -> str:
         return f"federation.backupTargets[{self.name}]"
@@ -405,7 +402,7 @@ class FederationSettings(_Settings):
     @pydantic.field_validator("namespace", "bucket", "group")
     @classmethod
     def _placeholder(cls, value: str) -> str:
-        return _has_node_placeholder(value)
+        return _template(value, "node")
 
     def target(self, name: str) -> BackupTargetSettings | None:
         return next((t for t in self.backup_targets if t.name == name), None)

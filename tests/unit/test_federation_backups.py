@@ -175,3 +175,13 @@ def test_an_expired_entry_may_stay_and_a_valid_one_passes() -> None:
     new = NodeBuilder("n").integrator("ivan", _in(-10)).integrator("jo", _in(7)).obj()
     _review(new, old)
     _review(NodeBuilder("n").integrator("ivan", _in(0)).obj())
+
+
+def test_status_is_written_as_a_merge_patch_that_removes_what_went() -> None:
+    from enclave_operator.engine.status import merge_patch
+
+    old = {"backup": {"running": "enclave-backup/backup-n-1", "runs": 1}, "measured": {"nodes": ["a"]}, "x": [1, 2]}
+    new = {"backup": {"runs": 1, "lastSuccess": {"time": "t"}}, "x": [1]}
+    assert merge_patch(old, new) == {"backup": {"running": None, "lastSuccess": {"time": "t"}}, "measured": None,
+                                     "x": [1]}  # fmt: skip
+    assert merge_patch(new, new) == {}, "nothing changed: nothing is written"

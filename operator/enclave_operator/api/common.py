@@ -168,3 +168,9 @@ class KindInfo:
     printer_columns: tuple[PrinterColumn, ...]
     description: str
     name_rule: NameRule | None = None
+
+
+def spec_error(error: pydantic.ValidationError) -> str:
+    """The first validation error of a spec, naming the field: `spec.<path>: <message>`."""
+    first = error.errors()[0]
+    return f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"

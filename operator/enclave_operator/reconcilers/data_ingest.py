@@ -28,6 +28,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Namespace, Secret, ServiceAccount
 
 from enclave_operator import conditions, reasons
+from enclave_operator.api.common import spec_error
 from enclave_operator.api.data_ingest import KIND as INGEST_KIND_INFO
 from enclave_operator.api.data_ingest import DataIngestSpec
 from enclave_operator.backends import kube, s3_access, s3_minio
@@ -283,9 +284,7 @@ async def reconcile(
     try:
         spec = DataIngestSpec.model_validate(dict(body.get("spec") or {}))
     except pydantic.ValidationError as error:
-        first = error.errors()[0]
-        return _final(current, generation, "Failed", reasons.REASON_INVALID_SPEC,
-                      f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", now)  # fmt: skip
+        return _final(current, generation, "Failed", reasons.REASON_INVALID_SPEC, spec_error(error), now)
     source = settings.ingest.source(spec.source.name)
     if source is None:
         return _waiting(current, generation, "Pending", "UnknownSource",

@@ -27,6 +27,7 @@ from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from enclave_operator import conditions, metrics, reasons
+from enclave_operator.api.common import spec_error
 from enclave_operator.api.federated_node import FederatedNodeSpec, Integrator, RequirementsProfile
 from enclave_operator.backends import (
     identity,
@@ -46,9 +47,10 @@ from enclave_operator.backends.kube_create_only import CreateOnlyAdapter, job_st
 from enclave_operator.backends.kube_namespace import MANAGED_BY, MANAGED_BY_LABEL
 from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import Recorder
-from enclave_operator.federation import backup_job, backup_worker, compliance, hardware, reachability, space
+from enclave_operator.federation import backup_job, backup_worker, compliance, hardware, reachability
 from enclave_operator.federation.profiles import Profiles
 from enclave_operator.quantity import to_bytes
+from enclave_operator.reconcilers import node_space
 from enclave_operator.reconcilers.research_project import (
     BUCKET_NAME,
     DNS_LABEL,
@@ -189,14 +191,14 @@ def parts(node: NodePlan, backends: Backends, settings: OperatorSettings) -> Nod
     policies = kube_objects.KubeObjectsAdapter(
         kube_client, part=reasons.NAMESPACE_READY, noun="NetworkPolicy", member_key="kubernetes", owner=node.owner,
         namespace=ns, kinds=[NetworkPolicy],
-        desired=space.network_policies(node.owner, ns, node.spec, fed.store_egress),
+        desired=node_space.network_policies(node.owner, ns, node.spec, fed.store_egress),
     )  # fmt: skip
     rbac = kube_objects.KubeObjectsAdapter(
         kube_client, part=reasons.NAMESPACE_READY, noun="IntegratorAccess", member_key="secrets", owner=node.owner,
         namespace=ns, kinds=[Role, RoleBinding],
-        desired=space.integrator_access(node.owner, ns, node.spec.integrator_access.credential_secrets,
+        desired=node_space.integrator_access(node.owner, ns, node.spec.integrator_access.credential_secrets,
                                         [i.user for i in node.active], settings.kubernetes),
-        members_of=space.members_in_binding(settings.kubernetes),
+        members_of=node_space.members_in_binding(settings.kubernetes),
     )  # fmt: skip
     group = _identity_group(node, backends)
     store_parts: list[Adapter] = [
@@ -500,8 +502,7 @@ async def reconcile(
         spec = FederatedNodeSpec.model_validate(dict(body.get("spec") or {}))
         node = plan(name, uid, spec, settings, profiles, now.date())
     except pydantic.ValidationError as error:
-        first = error.errors()[0]
-        message = f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        message = spec_error(error)
         recorder.event("Warning", reasons.EVENT_INVALID_SPEC, message)
         return stalled_result(current, generation, message)
     except InvalidPlan as error:

@@ -26,6 +26,7 @@ from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
 from enclave_operator import conditions, reasons
+from enclave_operator.api.common import spec_error
 from enclave_operator.api.research_project import KIND as PROJECT_KIND_INFO
 from enclave_operator.api.research_project import ResearchProjectSpec, Role
 from enclave_operator.backends import (
@@ -358,8 +359,7 @@ async def reconcile(
         requested = ResearchProjectSpec.model_validate(dict(raw_spec))
         plan(name, requested, settings, today, uid)  # an invalid request stalls, approved or not
     except pydantic.ValidationError as error:
-        first = error.errors()[0]
-        message = f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        message = spec_error(error)
         recorder.event("Warning", reasons.EVENT_INVALID_SPEC, message)
         return stalled_result(current, generation, message)
     except InvalidPlan as error:

@@ -1,6 +1,6 @@
 """Pure builders of the Kubernetes objects in a federated node's namespace: the network policies (deny by
 default, then exactly what the guideline names) and the integrators' read access to their credential
-Secrets. No I/O: the kube_objects adapter applies what these return.
+Secrets. No I/O: the kube_objects adapter applies what these return (like project_space for projects).
 """
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from enclave_operator.api.federated_node import FederatedNodeSpec
 from enclave_operator.backends.kube_namespace import MANAGED_BY, MANAGED_BY_LABEL
 from enclave_operator.backends.kube_objects import DesiredObject
-from enclave_operator.backends.ownership import Owner
+from enclave_operator.backends.ownership import Owner, labels_of
+from enclave_operator.reconcilers.project_space import network_policy
 from enclave_operator.settings import EgressSettings, KubernetesSettings
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -24,7 +24,7 @@ DNS_PORT = 53
 
 
 def _metadata(name: str, namespace: str, owner: Owner) -> dict[str, Any]:
-    return {"name": name, "namespace": namespace, "labels": {owner.label: owner.name, MANAGED_BY_LABEL: MANAGED_BY}}
+    return {"name": name, "namespace": namespace, "labels": labels_of(owner, {MANAGED_BY_LABEL: MANAGED_BY})}
 
 
 def _peers(destinations: Sequence[tuple[str, Sequence[int]]]) -> list[dict[str, Any]]:
@@ -43,13 +43,7 @@ def network_policies(owner: Owner, namespace: str, spec: FederatedNodeSpec,
     from the spec, and the platform's store egress (settings). Nothing else, not even within the namespace."""
 
     def policy(name: str, body: dict[str, Any]) -> DesiredObject:
-        manifest = {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": _metadata(name, namespace, owner),
-            "spec": {"podSelector": {}, **body},
-        }
-        return DesiredObject(NetworkPolicy, manifest)
+        return network_policy(_metadata(name, namespace, owner), body)
 
     out = [
         policy("fn-default-deny", {"policyTypes": ["Ingress", "Egress"]}),

@@ -185,3 +185,16 @@ def test_status_is_written_as_a_merge_patch_that_removes_what_went() -> None:
     assert merge_patch(old, new) == {"backup": {"running": None, "lastSuccess": {"time": "t"}}, "measured": None,
                                      "x": [1]}  # fmt: skip
     assert merge_patch(new, new) == {}, "nothing changed: nothing is written"
+
+
+async def test_a_drill_asked_for_before_any_backup_waits_and_its_status_fits_the_schema() -> None:
+    from enclave_operator.api.federated_node import FederatedNodeSpec, RestoreDrillStatus
+    from enclave_operator.engine.recorder import ListRecorder
+
+    spec = FederatedNodeSpec.model_validate(NodeBuilder("n").backup(restoreDrill={"name": "d1"}).spec())
+    node = federated_node.plan("n", "uid", spec, SETTINGS, PROFILES, TODAY)
+    for backup, says in (({}, "waiting for a successful backup"),
+                         ({"lastSuccess": {"time": _at(-DAY)}, "running": "x/y"}, "waiting for the running backup")):
+        drill = await federated_node._drill(node, SETTINGS, None, None, backup, None, ListRecorder(), NOW)  # type: ignore[arg-type]
+        assert drill is not None and drill["phase"] == "Waiting" and says in drill["message"]
+        RestoreDrillStatus.model_validate(drill)

@@ -497,7 +497,9 @@ class RestoreDrillStatus(ApiModel):
     """RestoreDrillStatus: the latest restore drill."""
 
     name: str = pydantic.Field(description="name: the drill (spec.backup.restoreDrill.name).", max_length=63)
-    phase: Literal["Running", "Passed", "Failed"] = pydantic.Field(description="phase: Running, Passed or Failed.")
+    phase: Literal["Waiting", "Running", "Passed", "Failed"] = pydantic.Field(
+        description="phase: Waiting (for a first backup, or the running one), Running, Passed or Failed."
+    )
     job: str = pydantic.Field("", description="job: the Job's namespace/name.", max_length=256)
     snapshot: str = pydantic.Field("", description="snapshot: the snapshot restored.", max_length=64)
     scratch_bucket: str = pydantic.Field("", description="scratchBucket: where it was restored.", max_length=63)

@@ -189,7 +189,7 @@ def operator_config(
     }  # fmt: skip
     federation = {
         "probeSeconds": timeouts.PROBE_INTERVAL,
-        "probeTimeoutSeconds": 1,
+        "probeTimeoutSeconds": timeouts.PROBE_TIMEOUT,
         "backupPollSeconds": 1,
         "backupRetrySeconds": 5,
         "backupTargets": [{"name": "offsite", "endpoint": minio_backup["endpoint"], "secure": False,

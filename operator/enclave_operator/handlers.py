@@ -390,10 +390,10 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -
     Every handler of one node holds the node's lock and starts from a fresh read of it: the probe timer and the
     reconcile both write status, and neither may write back what the other has just changed."""
 
-    async def _reconcile(body: kopf.Body, memo: kopf.Memo, retry: int = 0) -> None:
+    async def _reconcile(body: kopf.Body, memo: kopf.Memo, retry: int = 0, priority: Priority = Priority.EDIT) -> None:
         runtime: Runtime = memo.runtime
         meta = body["metadata"]
-        async with runtime.locks[meta["uid"]], observed(NODE_KIND.kind) as outcome:
+        async with runtime.slots.take(priority), runtime.locks[meta["uid"]], observed(NODE_KIND.kind) as outcome:
             fresh = await status_io.read_node(runtime.backends.kube, meta["name"])
             if fresh is None or fresh["metadata"].get("deletionTimestamp"):
                 return
@@ -413,33 +413,40 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -
     @kopf.on.resume(*NODES, registry=registry, id="reconcile")
     @kopf.on.create(*NODES, registry=registry, id="reconcile")
     @kopf.on.update(*NODES, registry=registry, id="reconcile")
-    async def reconcile_node(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-        await _reconcile(body, memo, retry)
+    async def reconcile_node(body: kopf.Body, memo: kopf.Memo, retry: int, reason: kopf.Reason, **_: Any) -> None:
+        await _reconcile(body, memo, retry, Priority.EDIT if reason == kopf.Reason.UPDATE else Priority.CREATE)
 
     @kopf.timer(*NODES, registry=registry, id="resync", interval=config.intervals.resync_seconds,
                 initial_delay=config.intervals.resync_seconds)  # fmt: skip
     async def resync_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        """Re-observe every part, re-evaluate compliance (dates, Node objects), start a backup that is due."""
-        await _reconcile(body, memo)
+        """Re-observe every part, re-evaluate compliance (dates, Node objects), start a backup that is due; after a
+        random extra wait like the projects' resync (intervals.resyncJitter)."""
+        await asyncio.sleep(random.uniform(0, config.intervals.resync_jitter * config.intervals.resync_seconds))
+        await _reconcile(body, memo, priority=Priority.RESYNC)
 
     @kopf.timer(*NODES, registry=registry, id="backups", interval=config.federation.backup_poll_seconds,
                 initial_delay=config.federation.backup_poll_seconds, when=_node_busy)  # fmt: skip
     async def follow_backups(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """Follow a running backup or drill Job to its report."""
-        await _reconcile(body, memo)
+        await _reconcile(body, memo, priority=Priority.CREATE)
 
     @kopf.timer(*NODES, registry=registry, id="probe", interval=config.federation.probe_seconds)
     async def probe_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        """22/TCP handshake and a DNS query over UDP to the node's endpoint; writes reachability only."""
+        """22/TCP handshake and a DNS query over UDP to the node's endpoint; writes reachability only. No reconcile
+        slot: a probe calls no backend but its own status write, and queueing it behind resyncs would turn "Offline
+        within the probe interval" into "Offline when the queue allows"."""
         runtime: Runtime = memo.runtime
         meta = body["metadata"]
+        probed = await federated_node.run_probes(body=body, settings=runtime.settings,
+                                                 now=datetime.datetime.now(datetime.UTC))  # fmt: skip
+        if probed is None:
+            return
         async with runtime.locks[meta["uid"]]:
             fresh = await status_io.read_node(runtime.backends.kube, meta["name"])
             if fresh is None or fresh["metadata"].get("deletionTimestamp"):
                 return
             recorder = KubeRecorder(runtime.backends.kube, fresh)
-            patch = await federated_node.probe(body=fresh, settings=runtime.settings, recorder=recorder,
-                                               now=datetime.datetime.now(datetime.UTC))  # fmt: skip
+            patch = federated_node.probe_patch(body=fresh, probed=probed, recorder=recorder)
             await recorder.flush()
             if patch is None:
                 return
@@ -447,14 +454,14 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -
                                               {**(fresh.get("status") or {}), **patch})  # fmt: skip
         before = federated_node.probe_facts((fresh.get("status") or {}).get("reachability"))
         if federated_node.probe_facts(patch["reachability"]) != before:
-            await _reconcile(body, memo)  # the firewall requirement reads what the probes have shown
+            await _reconcile(body, memo, priority=Priority.CREATE)  # the firewall requirement reads the probes
 
     @kopf.on.delete(*NODES, registry=registry, id="finalize")
     async def delete_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime = memo.runtime
         meta = body["metadata"]
         recorder = KubeRecorder(runtime.backends.kube, body)
-        async with runtime.locks[meta["uid"]]:
+        async with runtime.slots.take(Priority.EDIT), runtime.locks[meta["uid"]]:
             outcome = await federated_node.finalize(
                 body=body, backends=runtime.backends, settings=runtime.settings, profiles=runtime.profiles,
                 recorder=recorder, now=datetime.datetime.now(datetime.UTC),

@@ -97,14 +97,19 @@ def test_a_compliant_node_becomes_ready_is_backed_up_restores_byte_identical_and
                       secret_key=operator.minio["secret_key"], secure=False)  # fmt: skip
         assert admin.get_object(f"fn-{node_name}-drill", "site/cohort-7/study.dcm").read() == data
 
-        # Stopping the node's sshd turns it Offline within the probe interval.
-        stopped = time.monotonic()
+        # Stopping the node's sshd turns it Offline within the probe interval: the probe round that records it ran
+        # at most one interval (plus the round before it) after the stop; kubectl sees it after the status write.
+        stopped, stopped_at = time.monotonic(), datetime.datetime.now(datetime.UTC)
         nodehost.stop_part(run_dir, node_name, "sshd")
         wait_for(lambda: _status(crds, node_name)["reachability"]["state"] == "Offline", timeout=timeouts.OFFLINE,
                  what="Offline", interval=0.1)  # fmt: skip
         took = time.monotonic() - stopped
-        print(f"\nOffline {took:.1f}s after sshd stopped (probe interval {timeouts.PROBE_INTERVAL}s)")
         status = _status(crds, node_name)
+        probed = datetime.datetime.fromisoformat(status["reachability"]["lastProbe"].replace("Z", "+00:00"))
+        detected = (probed - stopped_at).total_seconds()  # lastProbe is whole seconds: at most 1 s early
+        print(f"\nOffline recorded by the probe round {detected:.0f}s after sshd stopped, seen by kubectl after "
+              f"{took:.1f}s (probe interval {timeouts.PROBE_INTERVAL}s)")
+        assert detected <= timeouts.OFFLINE_PROBE, f"the Offline round ran {detected:.0f}s after the stop"
         assert "22/TCP: connection refused" in status["reachability"]["lastError"]
         reachable = condition(_node(crds, node_name), reasons.REACHABLE)
         assert reachable and (reachable["status"], reachable["reason"]) == ("False", reasons.REASON_OFFLINE)

@@ -107,9 +107,11 @@ class Driver:
 
     async def probe(self, now: datetime.datetime | None = None) -> None:
         recorder = ListRecorder()
+        probed = await federated_node.run_probes(body=await self.body(), settings=self.settings,
+                                                 now=now or datetime.datetime.now(datetime.UTC))  # fmt: skip
+        assert probed is not None
         fresh = await self.body()
-        patch = await federated_node.probe(body=fresh, settings=self.settings, recorder=recorder,
-                                           now=now or datetime.datetime.now(datetime.UTC))  # fmt: skip
+        patch = federated_node.probe_patch(body=fresh, probed=probed, recorder=recorder)
         self.events += recorder.events
         assert patch is not None
         old = fresh.get("status") or {}

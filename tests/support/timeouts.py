@@ -12,8 +12,13 @@ BENCH_SMOKE = 600.0
 """The benchmark's smoke run (N=20) from start to end, servers included (about a minute on an idle machine)."""
 PROBE_INTERVAL = 2.0
 """federation.probeSeconds of the e2e operator: how often a FederatedNode's endpoint is probed."""
-OFFLINE = PROBE_INTERVAL + 1.0 + 8.0
-"""From stopping a node's sshd to Offline: one probe interval, one probe timeout (1 s), and slack for the
-status write and kubectl on a loaded machine."""
+PROBE_TIMEOUT = 1.0
+"""federation.probeTimeoutSeconds of the e2e operator (also the longest SSH banner wait of a probe round)."""
+OFFLINE_PROBE = PROBE_INTERVAL + PROBE_TIMEOUT + 2.0
+"""From stopping a node's sshd to the probe round that records Offline (its status.reachability.lastProbe): the
+probe interval, the round before it (at most one probe timeout), and 2 s for the timer loop of a loaded machine."""
+OFFLINE = OFFLINE_PROBE + 20.0
+"""From stopping a node's sshd to kubectl seeing Offline: the probe round, then the status write and kubectl's
+reads on a machine whose load reaches 10-20 on 2 cores."""
 BACKUP = 180.0
 """From a backup (or restore drill) Job's creation to its outcome in status (restic on 2 cores: ~5-20 s)."""

@@ -28,7 +28,7 @@ from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from enclave_operator import conditions, metrics, reasons
 from enclave_operator.api.common import spec_error
-from enclave_operator.api.federated_node import FederatedNodeSpec, Integrator, RequirementsProfile
+from enclave_operator.api.federated_node import Endpoint, FederatedNodeSpec, Integrator, RequirementsProfile
 from enclave_operator.backends import (
     identity,
     identity_freeipa,
@@ -253,6 +253,20 @@ def parts(node: NodePlan, backends: Backends, settings: OperatorSettings) -> Nod
     adapters += store_parts + backup_parts
     shared = frozenset({adapters.index(namespace), adapters.index(account)})
     return NodeParts(adapters, shared, scratch, rbac, group)
+
+
+NEEDS: Mapping[str, tuple[str, ...]] = {
+    "NetworkPolicy": ("Namespace",),
+    "IntegratorAccess": ("Namespace",),
+    "Credential": ("Namespace", "BucketPolicy"),
+    "BackupServiceAccount": ("BackupNamespace",),
+    "RepositoryKey": ("BackupNamespace",),
+    "BackupStoreCredential": ("BackupNamespace", "BackupPolicy"),
+    "BackupTargetCredential": ("BackupNamespace", "BucketPolicy"),
+}
+"""Parts (by noun) reconciled after the earlier parts they live in or need (`managed.reconcile_parts`, like
+`research_project.NEEDS`); every other part starts at once. Secrets and the service account go into a namespace;
+a credential gets a policy that must exist."""
 
 
 def _new_key() -> str:
@@ -510,7 +524,8 @@ async def reconcile(
         return stalled_result(current, generation, str(error))
 
     node_parts = parts(node, backends, settings)
-    pairs = [(adapter, await managed.reconcile_part(adapter, recorder)) for adapter in node_parts.adapters]
+    pairs = list(zip(node_parts.adapters, await managed.reconcile_parts(node_parts.adapters, recorder, NEEDS),
+                     strict=True))  # fmt: skip
     by_part: dict[str, list[managed.PartOutcome]] = {}
     for adapter, outcome in pairs:
         by_part.setdefault(adapter.part, []).append(outcome)
@@ -626,18 +641,42 @@ def probe_facts(reach: Mapping[str, Any] | None) -> compliance.ProbeFacts:
                                  dns_seen=bool((reach.get("dns") or {}).get("lastSuccess")))  # fmt: skip
 
 
-async def probe(*, body: Mapping[str, Any], settings: OperatorSettings, recorder: Recorder,
-                now: datetime.datetime) -> dict[str, Any] | None:  # fmt: skip
-    """One probe round of the node's endpoint: the status patch (reachability, Reachable, Ready), or None when the
-    spec is invalid (the reconcile says why). When what the probes have shown changes (the firewall requirement
-    reads it), the caller runs a reconcile too: `probe_facts` of the old and new reachability differ."""
+@dataclasses.dataclass(frozen=True)
+class ProbeRound:
+    """One round of both probes of an endpoint, and when it ran."""
+
+    endpoint: Endpoint
+    ssh: reachability.ProbeResult
+    dns: reachability.ProbeResult
+    at: datetime.datetime
+
+
+async def run_probes(*, body: Mapping[str, Any], settings: OperatorSettings,
+                     now: datetime.datetime) -> ProbeRound | None:  # fmt: skip
+    """Probe the node's endpoint (I/O only, no status): None when the spec is invalid (the reconcile says why).
+    The handler runs this outside the node's lock, so a long reconcile never delays a probe."""
     try:
         spec = FederatedNodeSpec.model_validate(dict(body.get("spec") or {}))
     except pydantic.ValidationError:
         return None
+    ssh, dns_ = await reachability.probe(spec.network.endpoint, settings.federation.probe_timeout_seconds)
+    return ProbeRound(spec.network.endpoint, ssh, dns_, now)
+
+
+def probe_patch(*, body: Mapping[str, Any], probed: ProbeRound, recorder: Recorder) -> dict[str, Any] | None:
+    """The status patch (reachability, Reachable, Ready) of a probe round, for a fresh read of the node; None when
+    the spec is invalid or its endpoint changed since the round (the next round probes the new one). When what the
+    probes have shown changes (the firewall requirement reads it), the caller runs a reconcile too: `probe_facts`
+    of the old and new reachability differ."""
+    try:
+        spec = FederatedNodeSpec.model_validate(dict(body.get("spec") or {}))
+    except pydantic.ValidationError:
+        return None
+    if spec.network.endpoint != probed.endpoint:
+        return None
+    ssh, dns_, now = probed.ssh, probed.dns, probed.at
     name, generation = str(body["metadata"]["name"]), int(body["metadata"].get("generation", 0))
     current = dict(body.get("status") or {})
-    ssh, dns_ = await reachability.probe(spec.network.endpoint, settings.federation.probe_timeout_seconds)
     before = (current.get("reachability") or {}).get("state")
     reach = reachability.record(current.get("reachability"), ssh, dns_, now)
     endpoint = spec.network.endpoint

@@ -118,6 +118,11 @@ def backoff(intervals: IntervalSettings, retry: int) -> float:
     )
 
 
+async def resync_pause(intervals: IntervalSettings) -> None:
+    """A random wait before a resync (intervals.resyncJitter): objects created or resumed together spread out."""
+    await asyncio.sleep(random.uniform(0, intervals.resync_jitter * intervals.resync_seconds))
+
+
 def today() -> datetime.date:
     """Governance dates are days in UTC."""
     return datetime.datetime.now(datetime.UTC).date()
@@ -218,7 +223,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     async def resync_project(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """Re-observe every backend; repairs drift, writes nothing when nothing changed. A random extra wait first
         (intervals.resyncJitter) spreads the resyncs of objects that were created or resumed together."""
-        await asyncio.sleep(random.uniform(0, config.intervals.resync_jitter * config.intervals.resync_seconds))
+        await resync_pause(config.intervals)
         await _reconcile(body, memo, priority=Priority.RESYNC)
 
     def mutate(kind: Literal["ResearchProject", "DataIngest"], operation: str, userinfo: dict[str, Any],
@@ -421,7 +426,7 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -
     async def resync_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """Re-observe every part, re-evaluate compliance (dates, Node objects), start a backup that is due; after a
         random extra wait like the projects' resync (intervals.resyncJitter)."""
-        await asyncio.sleep(random.uniform(0, config.intervals.resync_jitter * config.intervals.resync_seconds))
+        await resync_pause(config.intervals)
         await _reconcile(body, memo, priority=Priority.RESYNC)
 
     @kopf.timer(*NODES, registry=registry, id="backups", interval=config.federation.backup_poll_seconds,

@@ -170,7 +170,8 @@ def operator_config(
     webhook_ports: tuple[int, int],
     minio_backup: dict[str, Any],
 ) -> Path:
-    """The e2e operator's configuration: loopback MinIO (and a second one as the backup target), short intervals, the webhooks with their own TLS."""
+    """The e2e operator's configuration: loopback MinIO (and a second one as the backup target), short
+    intervals, the webhooks with their own TLS."""
     webhook, _ = webhook_settings(operator_dir, webhook_ports[0], f"t{secrets.token_hex(3)}.webhooks.enclave.io")
     identity = {
         "provider": "freeipa",
@@ -196,7 +197,8 @@ def operator_config(
                            "timeoutSeconds": 5}],
     }  # fmt: skip
     return write_config(operator_dir / "config.yaml", minio, webhook=webhook, identity=identity, slurm=slurm_config,
-                        ingest=ingest, federation=federation, peering={"lifetimeSeconds": PEERING_LIFETIME_S})  # fmt: skip
+                        ingest=ingest, federation=federation,
+                        peering={"lifetimeSeconds": PEERING_LIFETIME_S})  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -57,6 +57,7 @@ WEBHOOKS = (
     Webhook("policy", PROJECT_KIND.plural, "Validating", ("CREATE", "UPDATE", "DELETE")),
     Webhook("stamp-ingest", INGEST_KIND.plural, "Mutating", ("CREATE", "UPDATE")),
     Webhook("approval", INGEST_KIND.plural, "Validating", ("CREATE", "UPDATE")),
+    Webhook("node-policy", NODE_KIND.plural, "Validating", ("CREATE", "UPDATE")),
 )
 WEBHOOK_TIMEOUT_S = 15
 """The API server's bound of one webhook call; collision checks ask every backend once (≈ 1 s)."""
@@ -476,25 +477,23 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -
             raise kopf.TemporaryError(outcome.message, delay=runtime.settings.intervals.retry_seconds)
         runtime.locks.pop(meta["uid"], None)
 
-    if config.webhook.enabled:
-
-        @kopf.on.validate(*NODES, registry=registry, id="node-policy", operations=["CREATE", "UPDATE"])
-        async def validate_node(operation: str, old: kopf.Body | None, new: kopf.Body | None, body: kopf.Body,
-                                memo: kopf.Memo, **_: Any) -> None:  # fmt: skip
-            """Known profile and backup target, integrator access that ends, names that do not collide."""
-            runtime: Runtime = memo.runtime
-            created = new if new is not None else body
-            try:
-                admission.review_node(operation=operation, old=old, new=created, settings=config,  # type: ignore[arg-type]
-                                      profiles=runtime.profiles, today=today())  # fmt: skip
-                if operation == "CREATE":
-                    meta = created.get("metadata") or {}
-                    name = str(meta.get("name", ""))
-                    found = await federated_node.collisions(
-                        name, str(meta.get("uid") or "new"), created.get("spec") or {}, runtime.backends,
-                        runtime.settings, runtime.profiles, today(),
-                    )  # fmt: skip
-                    if found:
-                        raise admission.collision_denial(name, found)
-            except admission.Denied as denied:
-                raise kopf.AdmissionError(str(denied), code=403) from None
+    @kopf.on.validate(*NODES, registry=registry, id="node-policy", operations=["CREATE", "UPDATE"])
+    async def validate_node(operation: str, old: kopf.Body | None, new: kopf.Body | None, body: kopf.Body,
+                            memo: kopf.Memo, **_: Any) -> None:  # fmt: skip
+        """Known profile and backup target, integrator access that ends, names that do not collide."""
+        runtime: Runtime = memo.runtime
+        created = new if new is not None else body
+        try:
+            admission.review_node(operation=operation, old=old, new=created, settings=config,  # type: ignore[arg-type]
+                                  profiles=runtime.profiles, today=today())  # fmt: skip
+            if operation == "CREATE":
+                meta = created.get("metadata") or {}
+                name = str(meta.get("name", ""))
+                found = await federated_node.collisions(
+                    name, str(meta.get("uid") or "new"), created.get("spec") or {}, runtime.backends,
+                    runtime.settings, runtime.profiles, today(),
+                )  # fmt: skip
+                if found:
+                    raise admission.collision_denial(name, found)
+        except admission.Denied as denied:
+            raise kopf.AdmissionError(str(denied), code=403) from None

@@ -51,7 +51,8 @@ def test_webhook_config_prints_both_configurations_for_every_handler(
     assert [d["kind"] for d in docs] == ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
     hooks = {h["name"]: h for d in docs for h in d["webhooks"]}
     assert set(hooks) == {"stamp-project.webhooks.enclave.io", "stamp-ingest.webhooks.enclave.io",
-                          "policy.webhooks.enclave.io", "approval.webhooks.enclave.io"}  # fmt: skip
+                          "policy.webhooks.enclave.io", "approval.webhooks.enclave.io",
+                          "node-policy.webhooks.enclave.io"}  # fmt: skip
     assert all(h["failurePolicy"] == "Fail" and h["clientConfig"]["caBundle"] == "Q0E=" for h in hooks.values())
     assert hooks["policy.webhooks.enclave.io"]["clientConfig"]["service"]["path"] == "/policy"
 

@@ -9,7 +9,6 @@ unit-tested; nothing here imports kopf.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime
 import fnmatch

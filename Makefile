@@ -32,6 +32,7 @@ tools:
 	bash hack/localplane/build.sh
 	bash hack/kwok/build.sh
 	bash hack/minio/build.sh
+	bash hack/restic/build.sh
 	bash hack/helm/build.sh
 	bash hack/argolua/build.sh
 	bash hack/kstatus/build.sh

@@ -92,7 +92,7 @@ async def _kube(client: AsyncClient, project: research_project.ProjectPlan, sett
         *project_space.role_bindings(project.name, ns, project.group, project.active, project.cordoned,
                                      settings.kubernetes),  # fmt: skip
     ]
-    credential = s3_access.project_credential(project.name, ns, project.bucket.name, writable=not project.cordoned)
+    credential = s3_access.store_credential(project.owner, ns, project.bucket.name, writable=not project.cordoned)
     conn = settings.s3
     secret = Secret(
         metadata=ObjectMeta(name=credential.secret_name, namespace=ns, labels=dict(credential.labels)),
@@ -143,8 +143,8 @@ def _s3(c: _S3, project: research_project.ProjectPlan, secret_key: str) -> int:
     rw, ro = s3_access.policy_names(bucket.name)
     c.admin.policy_add(rw, policy=s3_access.bucket_policy(bucket.name, True))
     c.admin.policy_add(ro, policy=s3_access.bucket_policy(bucket.name, False))
-    credential = s3_access.project_credential(project.name, project.namespace.name, bucket.name,
-                                              writable=not project.cordoned)  # fmt: skip
+    credential = s3_access.store_credential(project.owner, project.namespace.name, bucket.name,
+                                            writable=not project.cordoned)  # fmt: skip
     c.admin.user_add(credential.access_key, secret_key)
     c.admin.policy_set(credential.policy, user=credential.access_key)
     writes = 7 + bucket.versioning

@@ -1,5 +1,6 @@
 """`make demo`: the local control plane with every backend (MinIO, FreeIPA test server, slapd, Slurm,
-Orthanc), the CRDs, the operator as a managed process, and the example project, left running.
+Orthanc; a second MinIO as the backup target and a test host for the federated node), the CRDs, the
+operator as a managed process, the example project and the example federated node, left running.
 `make down` stops everything it started (every process is in .run/state.json).
 `make demo CHART=1`: the same, but the operator is installed with the Helm chart (install_chart).
 """
@@ -18,8 +19,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from localenv import environment  # noqa: E402
+from localenv import (
+    environment,  # noqa: E402
+    nodehost,  # noqa: E402
+)
 from localenv.kwok import GPU_LABEL_KEY, GPU_PRODUCTS, apply_nodes, gpu_families, gpu_node  # noqa: E402
+from localenv.minio import start_minio  # noqa: E402
 from localenv.people import PEOPLE_FILE, add_people  # noqa: E402
 from localenv.podrunner import podrunner_service  # noqa: E402
 from localenv.runtime import CHART, REPO_ROOT, RunDir, Service, ServiceError, free_port, http_ok  # noqa: E402
@@ -37,6 +42,8 @@ INGEST_EXAMPLE = REPO_ROOT / "manifests" / "examples" / "data-ingest.yaml"
 GPU_EXAMPLE = REPO_ROOT / "manifests" / "examples" / "gpu-reservation.yaml"
 K8S_GPU_NODES = {"k8s-a100-1": ("a100", 4), "k8s-a100-2": ("a100", 4), "k8s-h100-1": ("h100", 8)}
 EXAMPLE = REPO_ROOT / "manifests" / "examples" / "research-project.yaml"
+NODE_EXAMPLE = REPO_ROOT / "manifests" / "examples" / "federated-node.yaml"
+NODE_HOST = "radiology-node"
 KUBECTL = str(REPO_ROOT / ".cache" / "bin" / "kubectl")
 
 
@@ -75,7 +82,7 @@ def prepare_ingest(run: RunDir, facts: dict[str, Any]) -> None:
                    capture_output=True)  # fmt: skip
     subprocess.run([*k, "create", "clusterrolebinding", "data-stewards", "--clusterrole=enclave-data-steward",
                     "--group=enclave:data-stewards"], capture_output=True)  # fmt: skip
-    run.start(podrunner_service(run, run.path / "kubeconfig", INGEST_NAMESPACE))
+    run.start(podrunner_service(run, run.path / "kubeconfig"))
 
 
 def ingest_phase(run: RunDir) -> str:
@@ -133,13 +140,26 @@ def gpu_example(run: RunDir) -> None:
             "gpureservation/miccai-deadline", "-n", "onco-flow")  # fmt: skip
 
 
+def federated_node_example(run: RunDir, host: dict[str, Any]) -> None:
+    """The example node, pointed at its test host (a network namespace with sshd and dnsmasq) and with an
+    integrator expiry 30 days from today; wait until it is Ready (probed Online, first backup done)."""
+    node = yaml.safe_load(NODE_EXAMPLE.read_text())
+    node["spec"]["network"]["endpoint"].update(host=host["ip"], dnsQuery=host["dns_name"])
+    expires = (datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=30)).isoformat()
+    for integrator in node["spec"]["integratorAccess"]["integrators"]:
+        integrator["expires"] = expires
+    subprocess.run([KUBECTL, f"--kubeconfig={run.path / 'kubeconfig'}", "apply", "-f", "-"], input=yaml.safe_dump(node),
+                   text=True, check=True, capture_output=True, timeout=60)  # fmt: skip
+    kubectl(run, "wait", "--for=condition=Ready", "--timeout=170s", f"federatednode/{node['metadata']['name']}")
+
+
 OPERATORS = ("enclave-operator-a", "enclave-operator-b")
 """Two operator processes, as two pods of its Deployment: both serve the webhooks, the older one reconciles."""
 
 
 def operator_services(run: RunDir, facts: dict[str, Any]) -> list[Service]:
     """The operator processes and the balancer in front of their webhooks (hack/localenv/webhooks.py)."""
-    minio, ipa, slurm = facts["minio"], facts["freeipa"], facts["slurm"]
+    minio, ipa, slurm, backup = facts["minio"], facts["freeipa"], facts["slurm"], facts["minio-backup"]
     ports = [free_port() for _ in OPERATORS]
     webhook, shared_env = webhook_settings(run.path, ports[0])
     config = run.path / "operator-config.yaml"
@@ -162,6 +182,10 @@ def operator_services(run: RunDir, facts: dict[str, Any]) -> list[Service]:
                 "webhook": webhook,
                 "peering": {"lifetimeSeconds": 15},
                 "gpu": gpu_settings(slurm),
+                "federation": {
+                    "probeSeconds": 10, "backupPollSeconds": 2,
+                    "backupTargets": [{"name": "offsite", "endpoint": backup["endpoint"], "secure": False}],
+                },
             }
         )
     )  # fmt: skip
@@ -179,6 +203,8 @@ def operator_services(run: RunDir, facts: dict[str, Any]) -> list[Service]:
                 "ENCLAVE_S3_ACCESS_KEY": minio["access_key"],
                 "ENCLAVE_S3_SECRET_KEY": minio["secret_key"],
                 "ENCLAVE_IPA_PASSWORD": ipa["password"],
+                "ENCLAVE_BACKUP_S3_ACCESS_KEY": backup["access_key"],
+                "ENCLAVE_BACKUP_S3_SECRET_KEY": backup["secret_key"],
                 **shared_env,
             },
             ready=lambda liveness=liveness: http_ok(f"http://127.0.0.1:{liveness}/healthz"),
@@ -224,8 +250,10 @@ def operators_line(run: RunDir, webhooks: dict[str, Any] | None) -> str:
 def up(use_chart: bool = False) -> int:
     run = RunDir()
     start = time.monotonic()
-    environment.build(environment.COMPONENTS)
+    environment.build([*environment.COMPONENTS, "restic", "nodehost"])
     facts = environment.up(run, controllers=True)
+    facts["minio-backup"] = start_minio(run, name="minio-backup")
+    host = nodehost.start_nodehost(run, NODE_HOST)
     add_people(run, PEOPLE)
     webhooks: dict[str, Any] | None = None
     if use_chart:
@@ -253,6 +281,8 @@ def up(use_chart: bool = False) -> int:
     print(kubectl(run, "get", "dataingests", "-A", "-o", "wide"))
     gpu_example(run)
     print(kubectl(run, "get", "gpureservations", "-A"))
+    federated_node_example(run, host)
+    print(kubectl(run, "get", "federatednodes"))
     minio, ipa, slurm = facts["minio"], facts["freeipa"], facts["slurm"]
     print(
         textwrap.dedent(f"""\
@@ -268,8 +298,13 @@ def up(use_chart: bool = False) -> int:
           kubectl describe gpureservation -n onco-flow miccai-deadline
           SLURM_CONF={slurm["slurm_conf"]} scontrol show reservation onco-flow-miccai-deadline
           .venv/bin/enclave-operator gpu-calendar --config {run.path / "operator-config.yaml"} --days 7
+          kubectl describe federatednode radiology-node           # compliance lines, probes, backups
+          kubectl annotate federatednode radiology-node enclave.io/backup-requested=$(date +%s) --overwrite
+          python3 hack/localenv stop radiology-node-sshd          # REACHABLE goes Offline; `make demo` restarts it
 
           MinIO (S3):      http://{minio["endpoint"]}  (root credentials in {run.state_file})
+          backup MinIO:    http://{facts["minio-backup"]["endpoint"]}  (restic repositories of federated nodes)
+          node test host:  {host["ip"]} in network namespace {host["netns"]} (sshd :22, dnsmasq :53)
           FreeIPA (test):  {ipa["url"]}  (CA {ipa["ca_cert"]})
           researchers:     alice, bob, carol, dave (MinIO passwords in {run.path / PEOPLE_FILE})
                            more: python3 hack/localenv add-user NAME…   (FreeIPA, LDAP and MinIO)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages behind the local backend servers (Slurm + munge + MariaDB, slapd,
-# Orthanc + DICOMweb, openssl). Idempotent and non-interactive: a fast no-op when everything is present,
+# Orthanc + DICOMweb, openssl; sshd + dnsmasq + iproute2 for the FederatedNode test hosts in network
+# namespaces). Idempotent and non-interactive: a fast no-op when everything is present,
 # `apt-get update` only when something is missing, and a temporary policy-rc.d so that post-install
 # scripts start no daemon (hack/localenv starts them itself, on loopback, under a run directory).
 set -euo pipefail
@@ -11,7 +12,7 @@ PACKAGES=(
   slapd ldap-utils
   orthanc orthanc-dicomweb
   openssl
-  iproute2 util-linux
+  openssh-server dnsmasq-base iproute2 util-linux
 )
 
 missing=()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,16 @@ import pytest
 import yaml
 
 from enclave_operator.backends import s3_minio
-from localenv import environment
+from localenv import environment, nodehost
 from localenv.freeipa_server import start_freeipa
 from localenv.kwok import gpu_families
 from localenv.minio import start_minio
 from localenv.orthanc import start_orthanc
 from localenv.plane import start_plane
+from localenv.podrunner import podrunner_service
 from localenv.runtime import CHART, REPO_ROOT, RunDir, free_port
 from localenv.webhooks import balancer_service, ca_file, install_peering, webhook_settings
+from support import timeouts
 from support.cluster import Cluster, kind_cluster, kubectl_binary
 from support.identity import ipa_admin, seed_ipa_users
 from support.ingest import bundled, ct_series_copies, orthanc_store
@@ -87,6 +89,20 @@ def minio(run_dir: RunDir) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def minio_backup(run_dir: RunDir) -> dict[str, Any]:
+    """A second, separate MinIO: the backup target of FederatedNodes."""
+    environment.build(["minio"])
+    return start_minio(run_dir, name="minio-backup")
+
+
+@pytest.fixture(scope="session")
+def restic_binary() -> Path:
+    """restic, built from hack/restic (cached by its stamp)."""
+    environment.build(["restic"])
+    return REPO_ROOT / ".cache" / "bin" / "restic"
+
+
+@pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> Cluster:
     """The committed CRDs and the shipped ClusterRoles installed, the CRDs Established."""
     cluster.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
@@ -126,6 +142,16 @@ def orthanc(run_dir: RunDir) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def operator_secrets(freeipa: dict[str, Any], minio_backup: dict[str, Any]) -> dict[str, str]:
+    """The environment an operator pod gets from Secrets: the FreeIPA password, the backup target's keys."""
+    return {
+        "ENCLAVE_IPA_PASSWORD": freeipa["password"],
+        "ENCLAVE_BACKUP_S3_ACCESS_KEY": minio_backup["access_key"],
+        "ENCLAVE_BACKUP_S3_SECRET_KEY": minio_backup["secret_key"],
+    }
+
+
+@pytest.fixture(scope="session")
 def webhook_ports() -> tuple[int, int]:
     """The webhook ports of the two operator processes an HA test may run (the balancer knows both)."""
     return free_port(), free_port()
@@ -144,8 +170,10 @@ def operator_config(
     slurm: SlurmEnv,
     orthanc: dict[str, Any],
     webhook_ports: tuple[int, int],
+    minio_backup: dict[str, Any],
 ) -> Path:
-    """The e2e operator's configuration: loopback MinIO, short intervals, the webhooks with their own TLS."""
+    """The e2e operator's configuration: loopback MinIO (and a second one as the backup target), short
+    intervals, the webhooks with their own TLS."""
     webhook, _ = webhook_settings(operator_dir, webhook_ports[0], f"t{secrets.token_hex(3)}.webhooks.enclave.io")
     identity = {
         "provider": "freeipa",
@@ -162,8 +190,16 @@ def operator_config(
              "credentialsSecret": "research-pacs-credentials", "preApproved": True},
         ],
     }  # fmt: skip
+    federation = {
+        "probeSeconds": timeouts.PROBE_INTERVAL,
+        "probeTimeoutSeconds": timeouts.PROBE_TIMEOUT,
+        "backupPollSeconds": 1,
+        "backupRetrySeconds": 5,
+        "backupTargets": [{"name": "offsite", "endpoint": minio_backup["endpoint"], "secure": False,
+                           "timeoutSeconds": 5}],
+    }  # fmt: skip
     return write_config(operator_dir / "config.yaml", minio, webhook=webhook, identity=identity, slurm=slurm_config,
-                        ingest=ingest, peering={"lifetimeSeconds": PEERING_LIFETIME_S},
+                        ingest=ingest, federation=federation, peering={"lifetimeSeconds": PEERING_LIFETIME_S},
                         gpu=gpu_config(slurm))  # fmt: skip
 
 
@@ -189,6 +225,7 @@ def operator(
     minio: dict[str, Any],
     freeipa: dict[str, Any],
     operator_dir: Path,
+    operator_secrets: dict[str, str],
     operator_config: Path,
     webhooks: Webhooks,
     webhook_ports: tuple[int, int],
@@ -198,7 +235,7 @@ def operator(
     again."""
     install_peering(crds.kubeconfig)
     log = tmp_path_factory.mktemp("operator-log") / "operator.log"
-    process = operator_process(crds, operator_dir, operator_config, minio, freeipa, log, pod_id="operator-a",
+    process = operator_process(crds, operator_dir, operator_config, minio, operator_secrets, log, pod_id="operator-a",
                                webhook_port=webhook_ports[0])  # fmt: skip
     process.start()
     webhooks.install()
@@ -206,6 +243,44 @@ def operator(
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def pod_runner(crds: Cluster, run_dir: RunDir) -> Iterator[None]:
+    """The stand-in kubelet (hack/localenv/podrunner.py) for the worker namespaces (ingest, backup): there is
+    no container runtime here, so it runs each worker pod's command as a local process."""
+    run_dir.start(podrunner_service(run_dir, crds.kubeconfig, bin_dir=REPO_ROOT / ".venv" / "bin"))
+    yield
+    run_dir.stop("podrunner")
+
+
+@pytest.fixture(scope="session")
+def ingest_platform(crds: Cluster, orthanc: dict[str, Any], pod_runner: None) -> Cluster:
+    """What the platform team sets up once for DataIngests: the ingest namespace with the PACS credentials, the
+    data stewards' role (and, here only, the stand-in kubelet for the worker namespaces: `pod_runner`)."""
+    crds.run("create", "namespace", INGEST_NAMESPACE, check=False)
+    crds.run("create", "secret", "generic", "research-pacs-credentials", "-n", INGEST_NAMESPACE,
+             f"--from-literal=username={orthanc['username']}", f"--from-literal=password={orthanc['password']}",
+             check=False)  # fmt: skip
+    crds.run("create", "clusterrolebinding", "test-stewards", "--clusterrole=enclave-data-steward",
+             "--group=enclave:data-stewards", check=False)  # fmt: skip
+    return crds
+
+
+@pytest.fixture
+def node_host(run_dir: RunDir) -> Iterator[Callable[[str], dict[str, Any]]]:
+    """Start test hosts (network namespace with a real sshd on 22 and dnsmasq on 53, hack/localenv/nodehost.py);
+    every host started is stopped, and its namespace removed, when the test ends."""
+    environment.build(["nodehost"])
+    started: list[str] = []
+
+    def start(name: str) -> dict[str, Any]:
+        started.append(name)
+        return nodehost.start_nodehost(run_dir, name)
+
+    yield start
+    for name in started:
+        nodehost.stop_nodehost(run_dir, name)
 
 
 @pytest.fixture

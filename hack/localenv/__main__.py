@@ -2,6 +2,7 @@
 
 python hack/localenv up [--controllers] [--only plane|minio]   start what is not running yet
 python hack/localenv down                                      stop every process it started
+python hack/localenv stop NAME [NAME ...]                      stop services by name (see status), e.g. a node's sshd
 python hack/localenv env                                       print `export KUBECONFIG=...`
 python hack/localenv status                                    list services, PIDs and logs
 python hack/localenv add-user NAME [NAME ...]                  add researchers to FreeIPA, LDAP and MinIO
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--no-build", action="store_true", help="do not run the Go builds (binaries must exist)")
     up.add_argument("--only", action="append", choices=environment.COMPONENTS, help="start only these components")
     sub.add_parser("down", help="stop every service recorded in the run directory")
+    stop = sub.add_parser("stop", help="stop services by name (as `status` lists them)")
+    stop.add_argument("names", nargs="+", metavar="NAME")
     sub.add_parser("env", help="print shell exports for the running environment")
     sub.add_parser("status", help="list services")
     add = sub.add_parser("add-user", help="add researchers to every running identity backend and to MinIO")
@@ -64,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             stopped = run.stop_all()
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        elif args.command == "stop":
+            known = run.load()["services"]
+            for name in args.names:
+                if name not in known:
+                    raise ServiceError(f"no service {name!r} in {run.path}; running: {', '.join(known) or 'none'}")
+                run.stop(name)
+                print(f"stopped: {name}")
         elif args.command == "env":
             print(environment.exports(run))
         elif args.command == "add-user":

@@ -20,13 +20,15 @@ _BUILDERS = {
     "plane": ["bash", str(REPO_ROOT / "hack" / "localplane" / "build.sh")],
     "kwok": ["bash", str(REPO_ROOT / "hack" / "kwok" / "build.sh")],
     "minio": ["bash", str(REPO_ROOT / "hack" / "minio" / "build.sh")],
+    "restic": ["bash", str(REPO_ROOT / "hack" / "restic" / "build.sh")],
     "debian": ["bash", str(REPO_ROOT / "hack" / "install-debian-packages.sh")],
 }
-_NEEDS_DEBIAN = {"slapd", "slurm", "orthanc"}
+_NEEDS_DEBIAN = {"slapd", "slurm", "orthanc", "nodehost"}
 
 
 def build(components: list[str] | tuple[str, ...]) -> None:
-    """Run the cached Go builds (and the Debian installs) the given components need."""
+    """Run the cached Go builds (and the Debian installs) the given components need; `restic` (the backup
+    client of FederatedNode backup Jobs) and `nodehost` (FederatedNode test hosts) are tools, not services."""
     steps = [c for c in components if c in _BUILDERS]
     if _NEEDS_DEBIAN & set(components):
         steps.insert(0, "debian")

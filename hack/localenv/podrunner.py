@@ -18,7 +18,8 @@ These machines have no container runtime. This node gives tests and the demo wha
   probes (httpGet, tcpSocket), graceful termination (SIGTERM, terminationGracePeriodSeconds, SIGKILL)
   and the final removal of deleted pods.
 Images are ignored: commands are looked up on PATH plus every --bin-dir (this repository's virtualenv
-holds `enclave-operator` and `enclave-ingest-worker`). Containers' logs go to --log-dir. One container
+holds `enclave-operator`, `enclave-ingest-worker` and `enclave-backup-worker`; .cache/bin has restic).
+Containers' logs go to --log-dir. One container
 per pod; resource limits are not enforced. Needs root (veth, mount namespaces). Standard library +
 kubectl (+ iproute2, util-linux) only.
 
@@ -603,7 +604,11 @@ def container_pid(state_dir: Path, pod_uid: str) -> int | None:
     return None
 
 
-def podrunner_service(run: RunDir, kubeconfig: Path | str, namespaces: str | Sequence[str],
+WORKER_NAMESPACES = ("enclave-ingest", "enclave-backup")
+"""The namespaces of the operator's worker Jobs (ingest.namespace, federation.backupNamespace defaults)."""
+
+
+def podrunner_service(run: RunDir, kubeconfig: Path | str, namespaces: str | Sequence[str] = WORKER_NAMESPACES,
                       bin_dir: Path | None = None, *, node: str = "podrunner", schedule: bool = True) -> Service:
     """This stand-in kubelet as a service of a run directory (tests, the demo); pod logs in <run>/logs/pods.
     Commands are found in `bin_dir` (default: this interpreter's, i.e. the virtualenv) and .cache/bin.

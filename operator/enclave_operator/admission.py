@@ -29,6 +29,13 @@ project's limits (`gpu_reservation.approval_request`).
 
 GpuReservations (`review_gpu_reservation`): only the project's owners, maintainers and members book;
 the window, family, pool and count must be bookable and fit the family's capacity at every instant.
+
+FederatedNodes (`review_node`), which only the platform team creates (RBAC):
+- spec.profile must name a requirements profile the operator knows; spec.backup.target a configured target.
+- An integrator entry that is new or whose expiry changed must end today or later and at most
+  `federation.maxIntegratorDays` from today: access always ends, and not in years.
+- A new node may not take a reserved namespace name; collisions with things that exist are found by
+  `federated_node.collisions` (I/O), reported through `collision_denial`.
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ from typing import Any, Literal
 import pydantic
 
 from enclave_operator import gpu_calendar
+from enclave_operator.api.federated_node import FederatedNodeSpec
 from enclave_operator.api.research_project import ResearchProjectSpec
-from enclave_operator.reconcilers import approval, gpu_bookings, gpu_reservation, research_project
+from enclave_operator.federation.profiles import Profiles
+from enclave_operator.reconcilers import approval, federated_node, gpu_bookings, gpu_reservation, research_project
 from enclave_operator.reconcilers.approval import APPROVAL_ANNOTATION, APPROVE_ANNOTATION
 from enclave_operator.settings import IngestSettings, OperatorSettings, SelfServiceSettings
 
@@ -299,3 +308,47 @@ def review_gpu_reservation(
         around = gpu_reservation.competing(ledger, booking, candidate.start - horizon, candidate.end + horizon)
         windows = gpu_calendar.nearby_windows(around + waiting, capacity.gpus, candidate, horizon, now)
         raise Denied("spec.count: does not fit: " + gpu_calendar.explain(capacity.label, candidate, conflict, windows))
+
+
+def review_node(
+    *,
+    operation: Operation,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    settings: OperatorSettings,
+    profiles: Profiles,
+    today: datetime.date,
+) -> None:
+    """Raise Denied naming the field when a FederatedNode breaks a rule the schema cannot express."""
+    if operation not in ("CREATE", "UPDATE") or new is None:
+        return
+    new_spec, old_spec = new.get("spec") or {}, (old or {}).get("spec") or {}
+    if operation == "UPDATE" and new_spec == old_spec:
+        return  # finalizers and bookkeeping: an object admitted earlier can always be retired
+    try:
+        spec = FederatedNodeSpec.model_validate(dict(new_spec))
+    except pydantic.ValidationError:
+        return  # the CRD schema reports these, naming the field
+    name = str((new.get("metadata") or {}).get("name", ""))
+    try:  # the reconciler's own planning checks: reserved names, unknown profile or backup target
+        federated_node.plan(name, "", spec, settings, profiles, today)
+    except federated_node.InvalidPlan as error:
+        raise Denied(str(error)) from None
+    before = {str(i.get("user")): str(i.get("expires")) for i in _integrators(old)}
+    latest = today + datetime.timedelta(days=settings.federation.max_integrator_days)
+    for index, integrator in enumerate(_integrators(new)):
+        user, expires = str(integrator.get("user")), str(integrator.get("expires", ""))
+        if before.get(user) == expires:
+            continue  # unchanged: an entry that has since expired stays as the record of it
+        field = f"spec.integratorAccess.integrators[{index}].expires"
+        if expires < today.isoformat():
+            raise Denied(f"{field}: {expires} is in the past; access must end today or later")
+        if expires > latest.isoformat():
+            days = settings.federation.max_integrator_days
+            raise Denied(f"{field}: {expires} is more than {days} days away (federation.maxIntegratorDays); "
+                         f"grant access until {latest.isoformat()} at most")  # fmt: skip
+
+
+def _integrators(body: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    access = ((body or {}).get("spec") or {}).get("integratorAccess") or {}
+    return list(access.get("integrators") or [])

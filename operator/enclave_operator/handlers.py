@@ -26,6 +26,7 @@ import kopf
 from enclave_operator import admission, metrics
 from enclave_operator.api import GROUP, VERSION
 from enclave_operator.api.data_ingest import KIND as INGEST_KIND
+from enclave_operator.api.federated_node import KIND as NODE_KIND
 from enclave_operator.api.gpu_reservation import FINAL_PHASES
 from enclave_operator.api.gpu_reservation import KIND as GPU_KIND
 from enclave_operator.api.research_project import KIND as PROJECT_KIND
@@ -34,7 +35,14 @@ from enclave_operator.backends.errors import BackendError
 from enclave_operator.engine import status as status_io
 from enclave_operator.engine.events import KubeRecorder
 from enclave_operator.engine.slots import Priority
-from enclave_operator.reconcilers import approval, data_ingest, gpu_bookings, gpu_reservation, research_project
+from enclave_operator.reconcilers import (
+    approval,
+    data_ingest,
+    federated_node,
+    gpu_bookings,
+    gpu_reservation,
+    research_project,
+)
 from enclave_operator.runtime import Runtime
 from enclave_operator.settings import IntervalSettings, OperatorSettings
 
@@ -43,6 +51,7 @@ KOPF_PREFIX = f"kopf.{GROUP}"
 annotations under its prefix, and `enclave.io/approval` must start a reconcile at once (issue 14.1)."""
 PROJECTS = (GROUP, VERSION, PROJECT_KIND.plural)
 INGESTS = (GROUP, VERSION, INGEST_KIND.plural)
+NODES = (GROUP, VERSION, NODE_KIND.plural)
 RESERVATIONS = (GROUP, VERSION, GPU_KIND.plural)
 logger = logging.getLogger(__name__)
 
@@ -62,6 +71,7 @@ WEBHOOKS = (
     Webhook("policy", PROJECT_KIND.plural, "Validating", ("CREATE", "UPDATE", "DELETE")),
     Webhook("stamp-ingest", INGEST_KIND.plural, "Mutating", ("CREATE", "UPDATE")),
     Webhook("approval", INGEST_KIND.plural, "Validating", ("CREATE", "UPDATE")),
+    Webhook("node-policy", NODE_KIND.plural, "Validating", ("CREATE", "UPDATE")),
     Webhook("stamp-booking", GPU_KIND.plural, "Mutating", ("CREATE", "UPDATE")),
     Webhook("booking", GPU_KIND.plural, "Validating", ("CREATE", "UPDATE")),
 )
@@ -123,6 +133,11 @@ def backoff(intervals: IntervalSettings, retry: int) -> float:
     return float(
         min(intervals.retry_seconds * 2 ** min(retry, 10), max(intervals.resync_seconds, intervals.retry_seconds))
     )
+
+
+async def resync_pause(intervals: IntervalSettings) -> None:
+    """A random wait before a resync (intervals.resyncJitter): objects created or resumed together spread out."""
+    await asyncio.sleep(random.uniform(0, intervals.resync_jitter * intervals.resync_seconds))
 
 
 def today() -> datetime.date:
@@ -279,7 +294,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     async def resync_project(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """Re-observe every backend; repairs drift, writes nothing when nothing changed. A random extra wait first
         (intervals.resyncJitter) spreads the resyncs of objects that were created or resumed together."""
-        await asyncio.sleep(random.uniform(0, config.intervals.resync_jitter * config.intervals.resync_seconds))
+        await resync_pause(config.intervals)
         await _reconcile(body, memo, priority=Priority.RESYNC)
 
     def mutate(kind: Literal["ResearchProject", "DataIngest", "GpuReservation"], operation: str,
@@ -568,3 +583,121 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             raise kopf.AdmissionError(str(denied), code=403) from None
         finally:
             metrics.ADMISSION_SECONDS.labels(kind=GPU_KIND.kind).observe(time.perf_counter() - start)
+
+    _register_nodes(registry, config)
+
+
+def _node_busy(status: dict[str, Any] | None, **_: Any) -> bool:
+    """A backup or restore drill of the node is running: follow it more often than the resync."""
+    status = status or {}
+    return bool((status.get("backup") or {}).get("running")) or (status.get("restoreDrill") or {}).get("phase") in (
+        "Running", "Waiting")
+
+
+def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+    """FederatedNode: reconcile (create, update, resume, resync, while busy), probes, retirement, admission.
+
+    Every handler of one node holds the node's lock and starts from a fresh read of it: the probe timer and the
+    reconcile both write status, and neither may write back what the other has just changed."""
+
+    async def _reconcile(body: kopf.Body, memo: kopf.Memo, retry: int = 0, priority: Priority = Priority.EDIT) -> None:
+        runtime: Runtime = memo.runtime
+        meta = body["metadata"]
+        async with runtime.slots.take(priority), runtime.locks[meta["uid"]], observed(NODE_KIND.kind) as outcome:
+            fresh = await status_io.read_node(runtime.backends.kube, meta["name"])
+            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                return
+            recorder = KubeRecorder(runtime.backends.kube, fresh)
+            result = await federated_node.reconcile(
+                body=fresh, backends=runtime.backends, settings=runtime.settings, profiles=runtime.profiles,
+                recorder=recorder, now=datetime.datetime.now(datetime.UTC),
+            )  # fmt: skip
+            await recorder.flush()
+            if result.changed:
+                await status_io.write_node_status(runtime.backends.kube, meta["name"], fresh.get("status") or {},
+                                                  result.status)  # fmt: skip
+            outcome["result"] = "retry" if result.retry else "ok"
+        if result.retry:
+            raise kopf.TemporaryError(result.message, delay=backoff(runtime.settings.intervals, retry))
+
+    @kopf.on.resume(*NODES, registry=registry, id="reconcile")
+    @kopf.on.create(*NODES, registry=registry, id="reconcile")
+    @kopf.on.update(*NODES, registry=registry, id="reconcile")
+    async def reconcile_node(body: kopf.Body, memo: kopf.Memo, retry: int, reason: kopf.Reason, **_: Any) -> None:
+        await _reconcile(body, memo, retry, Priority.EDIT if reason == kopf.Reason.UPDATE else Priority.CREATE)
+
+    @kopf.timer(*NODES, registry=registry, id="resync", interval=config.intervals.resync_seconds,
+                initial_delay=config.intervals.resync_seconds)  # fmt: skip
+    async def resync_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Re-observe every part, re-evaluate compliance (dates, Node objects), start a backup that is due; after a
+        random extra wait like the projects' resync (intervals.resyncJitter)."""
+        await resync_pause(config.intervals)
+        await _reconcile(body, memo, priority=Priority.RESYNC)
+
+    @kopf.timer(*NODES, registry=registry, id="backups", interval=config.federation.backup_poll_seconds,
+                initial_delay=config.federation.backup_poll_seconds, when=_node_busy)  # fmt: skip
+    async def follow_backups(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Follow a running backup or drill Job to its report."""
+        await _reconcile(body, memo, priority=Priority.CREATE)
+
+    @kopf.timer(*NODES, registry=registry, id="probe", interval=config.federation.probe_seconds)
+    async def probe_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """22/TCP handshake and a DNS query over UDP to the node's endpoint; writes reachability only. No reconcile
+        slot: a probe calls no backend but its own status write, and queueing it behind resyncs would turn "Offline
+        within the probe interval" into "Offline when the queue allows"."""
+        runtime: Runtime = memo.runtime
+        meta = body["metadata"]
+        probed = await federated_node.run_probes(body=body, settings=runtime.settings,
+                                                 now=datetime.datetime.now(datetime.UTC))  # fmt: skip
+        if probed is None:
+            return
+        async with runtime.locks[meta["uid"]]:
+            fresh = await status_io.read_node(runtime.backends.kube, meta["name"])
+            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                return
+            recorder = KubeRecorder(runtime.backends.kube, fresh)
+            patch = federated_node.probe_patch(body=fresh, probed=probed, recorder=recorder)
+            await recorder.flush()
+            if patch is None:
+                return
+            await status_io.write_node_status(runtime.backends.kube, meta["name"], fresh.get("status") or {},
+                                              {**(fresh.get("status") or {}), **patch})  # fmt: skip
+        before = federated_node.probe_facts((fresh.get("status") or {}).get("reachability"))
+        if federated_node.probe_facts(patch["reachability"]) != before:
+            await _reconcile(body, memo, priority=Priority.CREATE)  # the firewall requirement reads the probes
+
+    @kopf.on.delete(*NODES, registry=registry, id="finalize")
+    async def delete_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        runtime: Runtime = memo.runtime
+        meta = body["metadata"]
+        recorder = KubeRecorder(runtime.backends.kube, body)
+        async with runtime.slots.take(Priority.EDIT), runtime.locks[meta["uid"]]:
+            outcome = await federated_node.finalize(
+                body=body, backends=runtime.backends, settings=runtime.settings, profiles=runtime.profiles,
+                recorder=recorder, now=datetime.datetime.now(datetime.UTC),
+            )  # fmt: skip
+            await recorder.flush()
+        if not outcome.done:
+            raise kopf.TemporaryError(outcome.message, delay=runtime.settings.intervals.retry_seconds)
+        runtime.locks.pop(meta["uid"], None)
+
+    @kopf.on.validate(*NODES, registry=registry, id="node-policy", operations=["CREATE", "UPDATE"])
+    async def validate_node(operation: str, old: kopf.Body | None, new: kopf.Body | None, body: kopf.Body,
+                            memo: kopf.Memo, **_: Any) -> None:  # fmt: skip
+        """Known profile and backup target, integrator access that ends, names that do not collide."""
+        runtime: Runtime = memo.runtime
+        created = new if new is not None else body
+        try:
+            admission.review_node(operation=operation, old=old, new=created, settings=config,  # type: ignore[arg-type]
+                                  profiles=runtime.profiles, today=today())  # fmt: skip
+            if operation == "CREATE":
+                meta = created.get("metadata") or {}
+                name = str(meta.get("name", ""))
+                found = await federated_node.collisions(
+                    name, str(meta.get("uid") or "new"), created.get("spec") or {}, runtime.backends,
+                    runtime.settings, runtime.profiles, today(),
+                )  # fmt: skip
+                if found:
+                    raise admission.collision_denial(name, found)
+        except admission.Denied as denied:
+            raise kopf.AdmissionError(str(denied), code=403) from None

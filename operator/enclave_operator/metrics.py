@@ -14,7 +14,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -59,6 +59,17 @@ class GpuCollector(Collector):
 
 GPU = GpuCollector()
 REGISTRY.register(GPU)
+
+# FederatedNodes (one series per node; removed when the node is retired).
+NODE_CONDITION = Gauge("enclave_federated_node_condition", "1 when the node's condition is True (Compliant, "
+                       "LegallyCleared, Reachable, BackupCurrent)", ["node", "condition"])  # fmt: skip
+NODE_LAST_SEEN = Gauge("enclave_federated_node_last_seen_timestamp_seconds", "When both probes last passed", ["node"])
+NODE_PROBE_SECONDS = Gauge("enclave_federated_node_probe_duration_seconds", "Duration of the last probe",
+                           ["node", "probe"])  # fmt: skip
+NODE_LAST_BACKUP = Gauge("enclave_federated_node_last_backup_timestamp_seconds", "When the last successful backup "
+                         "finished", ["node"])  # fmt: skip
+NODE_BACKUP_INTERVAL = Gauge("enclave_federated_node_backup_interval_seconds", "The node's backup interval "
+                             "(spec.backup.intervalDays); overdue when time() - last backup exceeds it", ["node"])
 
 INGEST_ITEMS = Counter("enclave_ingest_items_total", "Items DataIngest workers finished, by result", ["result"])
 INGEST_BYTES = Counter("enclave_ingest_bytes_total", "Bytes DataIngest workers wrote into project buckets")

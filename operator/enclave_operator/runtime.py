@@ -21,12 +21,30 @@ from enclave_operator.backends import (
     throttle,
 )
 from enclave_operator.engine.slots import Slots
+from enclave_operator.federation import profiles
+from enclave_operator.federation.profiles import Profiles
 from enclave_operator.reconcilers.gpu_bookings import Ledger
 from enclave_operator.reconcilers.research_project import Backends, IdentityClient
-from enclave_operator.settings import OperatorSettings
+from enclave_operator.settings import OperatorSettings, S3Settings
 
 KUBE_TIMEOUT_S = 15.0
 """Bound of one Kubernetes API call (not watches, which kopf runs itself)."""
+
+
+def s3_clients(s3: S3Settings) -> s3_minio.S3Clients:
+    """Admin clients of one S3 store (the enclave's, or a backup target) from its settings and credentials."""
+    access, secret = s3.credentials()
+    conn = s3_minio.S3Connection(
+        endpoint=s3.endpoint,
+        access_key=access,
+        secret_key=secret.get_secret_value(),
+        secure=s3.secure,
+        ca_file=str(s3.ca_file) if s3.ca_file else None,
+        region=s3.region,
+        timeout_seconds=s3.timeout_seconds,
+        max_connections=s3.max_concurrent_calls,
+    )
+    return s3_minio.S3Clients(conn)
 
 
 @dataclasses.dataclass
@@ -37,6 +55,8 @@ class Runtime:
     """Signs and verifies approvals (the key from webhook.signingKeyEnv)."""
     identity: str = ""
     """The operator's own Kubernetes username (SelfSubjectReview): its requests never approve anything."""
+    profiles: Profiles = dataclasses.field(default_factory=lambda: Profiles({}))
+    """The requirements profiles FederatedNodes may name (built in + federation.profileDirs), loaded once."""
     locks: collections.defaultdict[str, asyncio.Lock] = dataclasses.field(
         default_factory=lambda: collections.defaultdict(asyncio.Lock)
     )
@@ -59,17 +79,6 @@ class Runtime:
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Runtime:
-        access, secret = settings.s3.credentials()
-        conn = s3_minio.S3Connection(
-            endpoint=settings.s3.endpoint,
-            access_key=access,
-            secret_key=secret.get_secret_value(),
-            secure=settings.s3.secure,
-            ca_file=str(settings.s3.ca_file) if settings.s3.ca_file else None,
-            region=settings.s3.region,
-            timeout_seconds=settings.s3.timeout_seconds,
-            max_connections=settings.s3.max_concurrent_calls,
-        )
         limits = settings.throttle
         throttle.configure("kubernetes", per_second=limits.kubernetes_per_second)
         throttle.configure("s3", per_second=limits.s3_per_second, threads=settings.s3.max_concurrent_calls)
@@ -85,10 +94,12 @@ class Runtime:
             identity = identity_ldap.LdapClient(settings.identity.ldap)
         slurm = slurm_accounts.Sacctmgr(settings.slurm) if settings.slurm is not None else None
         scontrol = slurm_reservations.scontrol(settings.slurm) if settings.slurm is not None else None
-        backends = Backends(kube=kube, s3=s3_minio.S3Clients(conn), identity=identity, slurm=slurm)
+        targets = {t.name: s3_clients(t) for t in settings.federation.backup_targets}
+        backends = Backends(kube=kube, s3=s3_clients(settings.s3), identity=identity, slurm=slurm,
+                            backup_targets=targets)  # fmt: skip
         signer = settings.webhook.signer()
-        return cls(settings, backends, signer=signer, slots=Slots(limits.reconciles), ledger=Ledger(signer),
-                   scontrol=scontrol)  # fmt: skip
+        return cls(settings, backends, signer=signer, profiles=profiles.load(settings.federation.profile_dirs),
+                   slots=Slots(limits.reconciles), ledger=Ledger(signer), scontrol=scontrol)  # fmt: skip
 
     async def close(self) -> None:
         for task in self.tasks:

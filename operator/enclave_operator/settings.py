@@ -31,6 +31,17 @@ class _Settings(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
+def _template(value: str, placeholder: str) -> str:
+    """A name template with exactly the one placeholder `{<placeholder>}` (project or node)."""
+    if "{" + placeholder + "}" not in value:
+        raise ValueError(f"must contain {{{placeholder}}}, or every {placeholder} would share one name")
+    try:
+        value.format(**{placeholder: "x"})
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"only the placeholder {{{placeholder}}} is allowed ({error})") from None
+    return value
+
+
 class NamingSettings(_Settings):
     """How derived names are made from the project name; `{project}` is replaced by it."""
 
@@ -49,13 +60,7 @@ class NamingSettings(_Settings):
     @pydantic.field_validator("namespace", "bucket", "group", "slurm_account")
     @classmethod
     def _has_placeholder(cls, value: str) -> str:
-        if "{project}" not in value:
-            raise ValueError("must contain {project}, or every project would share one name")
-        try:
-            value.format(project="x")
-        except (KeyError, IndexError, ValueError) as error:
-            raise ValueError(f"only the placeholder {{project}} is allowed ({error})") from None
-        return value
+        return _template(value, "project")
 
 
 class S3Settings(_Settings):
@@ -93,8 +98,14 @@ class S3Settings(_Settings):
         secret = os.environ.get(self.secret_key_env, "")
         missing = [name for name, value in ((self.access_key_env, access), (self.secret_key_env, secret)) if not value]
         if missing:
-            raise ConfigError(f"s3: environment variable(s) {', '.join(missing)} must hold the S3 admin credentials")
+            raise ConfigError(
+                f"{self._section()}: environment variable(s) {', '.join(missing)} must hold the S3 admin credentials"
+            )
         return access, pydantic.SecretStr(secret)
+
+    def _section(self) -> str:
+        """Where these settings are in the configuration, for error messages."""
+        return "s3"
 
 
 class KubernetesSettings(_Settings):
@@ -301,6 +312,120 @@ class IngestSettings(_Settings):
 
     def source(self, name: str) -> IngestSourceSettings | None:
         return next((s for s in self.sources if s.name == name), None)
+
+
+
+
+class BackupTargetSettings(S3Settings):
+    """A separate S3 store (another endpoint, or another bucket on the same one) that FederatedNode backups go
+    to; nodes name it in spec.backup.target. Its admin keys come from environment variables (a Secret)."""
+
+    name: str = pydantic.Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=63, description="Target name.")
+    bucket: str = pydantic.Field(
+        "fn-{node}-backup",
+        description="Bucket template of a node's backup repository; `{node}` is the node's name. Must differ from "
+        "federation.bucket when the target is the store's own endpoint.",
+    )
+    worker_endpoint: str | None = pydantic.Field(
+        None, description="host:port of the target as backup Jobs reach it; default: endpoint."
+    )
+    access_key_env: str = pydantic.Field(
+        "ENCLAVE_BACKUP_S3_ACCESS_KEY", description="Env var holding the target's admin access key."
+    )
+    secret_key_env: str = pydantic.Field(
+        "ENCLAVE_BACKUP_S3_SECRET_KEY", description="Env var holding the target's admin secret key."
+    )
+
+    @pydantic.field_validator("bucket")
+    @classmethod
+    def _placeholder(cls, value: str) -> str:
+        return _template(value, "node")
+
+    def _section(self) -> str:
+        return f"federation.backupTargets[{self.name}]"
+
+
+class EgressSettings(_Settings):
+    """A destination the pods of every federated node's namespace may reach (e.g. the S3 store)."""
+
+    cidr: str = pydantic.Field(max_length=64, description="Destination network, e.g. 10.96.0.0/12.")
+    ports: list[int] = pydantic.Field(default_factory=list, description="TCP ports; empty means every port.")
+
+    @pydantic.field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        import ipaddress
+
+        ipaddress.ip_network(value, strict=False)  # ValueError names the value
+        return value
+
+
+class FederationSettings(_Settings):
+    """FederatedNodes: names, requirements profiles, probes, backup Jobs and targets."""
+
+    namespace: str = pydantic.Field("fn-{node}", description="Namespace template; `{node}` is the node's name.")
+    bucket: str = pydantic.Field("fn-{node}", description="Store bucket template on the S3 store (s3).")
+    group: str = pydantic.Field(
+        "fn-{node}-integrators", description="Identity group template of the node's integrators."
+    )
+    credential_secret: str = pydantic.Field(
+        "node-s3", description="Secret in the node's namespace with the store credential for its platform components."
+    )
+    profile_dirs: list[Path] = pydantic.Field(
+        default_factory=list,
+        description="Directories with more requirements profiles (*.yaml, see federation/profiles/); a profile with "
+        "a built-in's name replaces it.",
+    )
+    probe_seconds: float = pydantic.Field(
+        60.0, ge=1, description="How often each node's endpoint is probed (22/TCP handshake, DNS over UDP), seconds."
+    )
+    probe_timeout_seconds: float = pydantic.Field(
+        3.0, gt=0, le=60, description="Bound of one probe, seconds: an unanswered probe counts as failed."
+    )
+    store_egress: list[EgressSettings] = pydantic.Field(
+        default_factory=list,
+        description="Destinations every node namespace may reach besides DNS and its federation peers (the S3 "
+        "store for its platform components); the guideline names none, so the default is none.",
+    )
+    max_integrator_days: int = pydantic.Field(
+        90, ge=1, le=3650, description="Longest integrator access the webhook admits, days from today."
+    )
+    backup_namespace: str = pydantic.Field(
+        "enclave-backup",
+        description="Namespace of backup Jobs, backup credentials and repository keys; nobody but the operator and "
+        "the platform team has access to it.",
+    )
+    backup_image: str = pydantic.Field("enclave-operator:0.1.0", description="Backup worker image (this package + "
+                                       "restic).")  # fmt: skip
+    backup_command: list[str] = pydantic.Field(
+        default_factory=lambda: ["enclave-backup-worker"], description="Backup worker command inside the image."
+    )
+    backup_targets: list[BackupTargetSettings] = pydantic.Field(
+        default_factory=list, description="Backup targets nodes may name."
+    )
+    backup_retry_seconds: float = pydantic.Field(
+        3600.0, ge=1, description="After a failed backup, wait this long before the next attempt, seconds."
+    )
+    backup_poll_seconds: float = pydantic.Field(
+        10.0, ge=1, description="How often a running backup or restore drill is looked at, seconds."
+    )
+    keep_snapshots: int = pydantic.Field(
+        26, ge=1, le=10000, description="Snapshots kept per node (restic forget --keep-last); 26 ≈ a year at 14 days."
+    )
+    active_deadline_seconds: int = pydantic.Field(
+        12 * 3600, ge=60, description="A backup or drill Job running longer than this fails, seconds."
+    )
+    ttl_seconds_after_finished: int = pydantic.Field(
+        7 * 24 * 3600, ge=0, description="Finished backup Jobs are kept this long for their logs, seconds."
+    )
+
+    @pydantic.field_validator("namespace", "bucket", "group")
+    @classmethod
+    def _placeholder(cls, value: str) -> str:
+        return _template(value, "node")
+
+    def target(self, name: str) -> BackupTargetSettings | None:
+        return next((t for t in self.backup_targets if t.name == name), None)
 
 
 class IdentitySettings(_Settings):
@@ -516,6 +641,13 @@ class OperatorSettings(_Settings):
     identity: IdentitySettings | None = pydantic.Field(None, description="Identity groups; absent means none.")
     slurm: SlurmSettings | None = pydantic.Field(None, description="Slurm accounting; absent means no Slurm.")
     gpu: GpuSettings = pydantic.Field(default_factory=GpuSettings, description="GPU bookings.")
+    federation: FederationSettings = pydantic.Field(
+        default_factory=FederationSettings, description="FederatedNodes: profiles, probes, backups."
+    )
+
+    def worker_s3_endpoint(self) -> str:
+        """The S3 store as worker Jobs (ingest, backup) reach it: ingest.s3Endpoint, else s3.endpoint."""
+        return self.ingest.s3_endpoint or self.s3.endpoint
 
 
 def _format_errors(error: pydantic.ValidationError) -> str:
@@ -555,6 +687,11 @@ def load(path: Path | str | None = None, *, check_secrets: bool = True) -> Opera
     for name, file in (("certFile", settings.webhook.cert_file), ("keyFile", settings.webhook.key_file)):
         if not file.is_file():
             raise ConfigError(f"webhook.{name}: {file} does not exist (the webhook's serving certificate and key)")
+    for target in settings.federation.backup_targets:
+        target.credentials()
+    from enclave_operator.federation import profiles  # a broken requirements profile stops the start too
+
+    profiles.load(settings.federation.profile_dirs)
     if settings.identity is not None:
         section = settings.identity.freeipa if settings.identity.provider == "freeipa" else settings.identity.ldap
         assert section is not None

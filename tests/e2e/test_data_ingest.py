@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pydicom
@@ -18,8 +17,6 @@ import pytest
 import yaml
 
 from enclave_operator.backends import s3_minio
-from localenv.podrunner import podrunner_service
-from localenv.runtime import REPO_ROOT, RunDir
 from support.builders import ProjectBuilder
 from support.cluster import Cluster
 from support.operator import OperatorProcess
@@ -31,18 +28,9 @@ STEWARDS = "enclave:data-stewards"
 
 
 @pytest.fixture(scope="module")
-def platform(crds: Cluster, orthanc: dict[str, Any], run_dir: RunDir) -> Iterator[Cluster]:
-    """What the platform team sets up once: the ingest namespace with the PACS credentials, the stewards'
-    role, and (here only) the stand-in kubelet for the ingest namespace."""
-    crds.run("create", "namespace", NAMESPACE, check=False)
-    crds.run("create", "secret", "generic", "research-pacs-credentials", "-n", NAMESPACE,
-             f"--from-literal=username={orthanc['username']}", f"--from-literal=password={orthanc['password']}",
-             check=False)  # fmt: skip
-    crds.run("create", "clusterrolebinding", "test-stewards", "--clusterrole=enclave-data-steward",
-             f"--group={STEWARDS}", check=False)  # fmt: skip
-    run_dir.start(podrunner_service(run_dir, crds.kubeconfig, NAMESPACE, REPO_ROOT / ".venv" / "bin"))
-    yield crds
-    run_dir.stop("podrunner")
+def platform(ingest_platform: Cluster) -> Cluster:
+    """What the platform team sets up once (tests/conftest.py: ingest_platform)."""
+    return ingest_platform
 
 
 def _ingest(project: str, name: str, source: str = "research-pacs", parallelism: int = 2) -> dict[str, Any]:
@@ -138,11 +126,11 @@ def test_an_ingest_into_a_cordoned_or_missing_project_waits(
     obj = wait_for(
         lambda: (
             (o := platform.get_json("dataingest", "early", "-n", project_name))
-            and (condition(o, "Ready") or {}).get("reason") == "ProjectNotReady"
+            and (condition(o, "Ready") or {}).get("reason") == "TargetNotReady"
             and o
         ),
         timeout=60,
-        what="ProjectNotReady",
+        what="TargetNotReady",
     )
     assert "does not exist" in condition(obj, "Ready")["message"] and obj["status"]["phase"] == "Pending"
     platform.run("delete", "dataingest", "early", "-n", project_name, "--timeout=60s")

@@ -25,10 +25,11 @@ RESUMED = "Resuming operations"
 
 def test_finding_8_8_creates_keep_working_while_one_operator_process_is_killed(
     crds: Cluster, operator: OperatorProcess, operator_dir: Path, operator_config: Path, minio: dict[str, Any],
-    freeipa: dict[str, Any], webhook_ports: tuple[int, int], tmp_path: Path, project_name: str,
+    operator_secrets: dict[str, str], webhook_ports: tuple[int, int], tmp_path: Path, project_name: str,
 ) -> None:  # fmt: skip
-    standby = operator_process(crds, operator_dir, operator_config, minio, freeipa, tmp_path / "operator-b.log",
-                               pod_id="operator-b", webhook_port=webhook_ports[1])  # fmt: skip
+    standby = operator_process(crds, operator_dir, operator_config, minio, operator_secrets,
+                               tmp_path / "operator-b.log", pod_id="operator-b",
+                               webhook_port=webhook_ports[1])  # fmt: skip
     standby.start()
     try:
         wait_for(lambda: standby.log_text().count(KEEPALIVE) >= 2, timeout=30, what="the second process to peer")

@@ -185,7 +185,8 @@ def test_finding_14_4_revocations_do_not_wait_for_a_pending_request(
 
 def test_finding_14_1_an_approval_acts_within_seconds(
     researchers: Cluster, operator: OperatorProcess, operator_dir: Path, operator_config: Path,
-    minio: dict[str, Any], freeipa: dict[str, Any], webhook_ports: tuple[int, int], tmp_path: Path, project_name: str,
+    minio: dict[str, Any], operator_secrets: dict[str, str], webhook_ports: tuple[int, int], tmp_path: Path,
+    project_name: str,
 ) -> None:  # fmt: skip
     """With a five-minute resync, only the approval itself can start the reconcile that applies it."""
     config = yaml.safe_load(operator_config.read_text())
@@ -193,7 +194,7 @@ def test_finding_14_1_an_approval_acts_within_seconds(
     slow_config = tmp_path / "slow.yaml"
     slow_config.write_text(yaml.safe_dump(config))
     operator.stop()
-    slow = operator_process(researchers, operator_dir, slow_config, minio, freeipa, tmp_path / "slow.log",
+    slow = operator_process(researchers, operator_dir, slow_config, minio, operator_secrets, tmp_path / "slow.log",
                             pod_id="operator-a", webhook_port=webhook_ports[0])  # fmt: skip
     slow.start()
     try:

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +146,12 @@ def webhook_down(webhooks: Webhooks) -> Iterator[None]:
         webhooks.install()
 
 
-def operator_process(crds: Cluster, operator_dir: Path, config: Path, minio: dict[str, Any], freeipa: dict[str, Any],
+def operator_process(crds: Cluster, operator_dir: Path, config: Path, minio: dict[str, Any], secrets: Mapping[str, str],
                      log: Path, *, pod_id: str, webhook_port: int) -> OperatorProcess:  # fmt: skip
-    """One operator process with its own identity on the plane, like a pod of the operator's Deployment."""
+    """One operator process with its own identity on the plane, like a pod of the operator's Deployment;
+    `secrets` is the environment the pod gets from Secrets (conftest `operator_secrets`)."""
     kubeconfig = Path(os.environ.get("ENCLAVE_OPERATOR_KUBECONFIG") or crds.kubeconfig.with_name("operator.kubeconfig"))
     process = OperatorProcess(kubeconfig, config, minio, log, pod_id=pod_id, webhook_port=webhook_port)
     _, shared = webhook_settings(operator_dir, webhook_port)
-    process.env.update({"ENCLAVE_IPA_PASSWORD": freeipa["password"], **shared})
+    process.env.update({**secrets, **shared})
     return process

@@ -22,3 +22,15 @@ PHASE_ON_TIME = 5.0
 QUOTA_FOLLOWS = 20.0
 """After a booking's phase change, the project's quota follows within this long: the project's whole reconcile
 (every backend part) runs first; seconds on a loaded shared machine."""
+PROBE_INTERVAL = 2.0
+"""federation.probeSeconds of the e2e operator: how often a FederatedNode's endpoint is probed."""
+PROBE_TIMEOUT = 1.0
+"""federation.probeTimeoutSeconds of the e2e operator (also the longest SSH banner wait of a probe round)."""
+OFFLINE_PROBE = PROBE_INTERVAL + PROBE_TIMEOUT + 2.0
+"""From stopping a node's sshd to the probe round that records Offline (its status.reachability.lastProbe): the
+probe interval, the round before it (at most one probe timeout), and 2 s for the timer loop of a loaded machine."""
+OFFLINE = OFFLINE_PROBE + 20.0
+"""From stopping a node's sshd to kubectl seeing Offline: the probe round, then the status write and kubectl's
+reads on a machine whose load reaches 10-20 on 2 cores."""
+BACKUP = 180.0
+"""From a backup (or restore drill) Job's creation to its outcome in status (restic on 2 cores: ~5-20 s)."""

@@ -52,7 +52,8 @@ def test_webhook_config_prints_both_configurations_for_every_handler(
     hooks = {h["name"]: h for d in docs for h in d["webhooks"]}
     assert set(hooks) == {"stamp-project.webhooks.enclave.io", "stamp-ingest.webhooks.enclave.io",
                           "policy.webhooks.enclave.io", "approval.webhooks.enclave.io",
-                          "stamp-booking.webhooks.enclave.io", "booking.webhooks.enclave.io"}  # fmt: skip
+                          "stamp-booking.webhooks.enclave.io", "booking.webhooks.enclave.io",
+                          "node-policy.webhooks.enclave.io"}  # fmt: skip
     assert hooks["booking.webhooks.enclave.io"]["rules"][0]["resources"] == ["gpureservations"]
     assert all(h["failurePolicy"] == "Fail" and h["clientConfig"]["caBundle"] == "Q0E=" for h in hooks.values())
     assert hooks["policy.webhooks.enclave.io"]["clientConfig"]["service"]["path"] == "/policy"

@@ -172,3 +172,9 @@ class KindInfo:
     name_rule: NameRule | None = None
     selectable_fields: tuple[str, ...] = ()
     """JSON paths usable as field selectors (e.g. .spec.family): the operator lists by them."""
+
+
+def spec_error(error: pydantic.ValidationError) -> str:
+    """The first validation error of a spec, naming the field: `spec.<path>: <message>`."""
+    first = error.errors()[0]
+    return f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"

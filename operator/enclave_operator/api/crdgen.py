@@ -2,7 +2,8 @@
 
 Pydantic's JSON schema is turned into a structural OpenAPI v3 schema: references inlined, optional
 unions collapsed, titles dropped, object defaults dropped (scalar defaults kept, so the API server
-defaults them), and the models' CEL rules kept as `x-kubernetes-validations`.
+defaults them), exclusive bounds in OpenAPI v3.0 form, and the models' CEL rules kept as
+`x-kubernetes-validations`.
 
 Dates: the API server does not check the type of a field with `format: date` (an array passes, see
 issue 8.7), so a date becomes a string with a pattern and a CEL rule that the day exists. The kind's
@@ -18,13 +19,22 @@ from typing import Any
 
 import yaml
 
-from enclave_operator.api import CATEGORY, GROUP, VERSION, data_ingest, gpu_reservation, research_project
+from enclave_operator.api import (
+    CATEGORY,
+    GROUP,
+    VERSION,
+    data_ingest,
+    federated_node,
+    gpu_reservation,
+    research_project,
+)
 from enclave_operator.api.common import ApiModel, KindInfo
 
 KINDS: tuple[tuple[type[ApiModel], KindInfo], ...] = (
     (research_project.ResearchProject, research_project.KIND),
     (data_ingest.DataIngest, data_ingest.KIND),
     (gpu_reservation.GpuReservation, gpu_reservation.KIND),
+    (federated_node.FederatedNode, federated_node.KIND),
 )
 OUT_DIRS = ("crds", "charts/enclave-operator/crds")
 """Where `make crds` writes them: the top-level crds/ (kubectl apply) and the Helm chart's crds/."""
@@ -68,6 +78,10 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             continue
         if key == "const":
             out["enum"] = [value]
+            continue
+        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value  # OpenAPI v3.0 form of gt / lt
+            out[key] = True
             continue
         if key == "default" and (isinstance(value, dict) or value is None):
             continue

@@ -1,7 +1,9 @@
-"""DataIngest: move data from a hospital source into a project through de-identification.
+"""DataIngest: move data from a hospital source into a project, or a federated node's store, through
+de-identification.
 
-Namespaced, in the project's namespace. The source is one the platform team defined in the operator
-configuration (researchers name it; they never see its credentials). The spec is immutable once
+Namespaced, in the namespace of its target (the project's, or the federated node's). The source is one
+the platform team defined in the operator configuration (researchers name it; they never see its
+credentials). The spec is immutable once
 created: an ingest is one governed, provenance-recorded run; a different run is a new DataIngest.
 """
 
@@ -109,10 +111,22 @@ class Destination(ApiModel):
 class DataIngestSpec(ApiModel):
     """DataIngestSpec: what to ingest, how to de-identify it and where to put it."""
 
-    cel_rules = (CelRule("self == oldSelf", "spec is immutable; create a new DataIngest for another run"),)
+    cel_rules = (
+        CelRule("self == oldSelf", "spec is immutable; create a new DataIngest for another run"),
+        CelRule(
+            "[has(self.project), has(self.federatedNode)].filter(x, x).size() == 1",
+            "exactly one of spec.project or spec.federatedNode must be set",
+        ),
+    )
 
-    project: str = pydantic.Field(
-        description="project: the ResearchProject receiving the data.", max_length=40, pattern=DNS_LABEL_PATTERN
+    project: str | None = pydantic.Field(
+        None, description="project: the ResearchProject receiving the data.", max_length=40, pattern=DNS_LABEL_PATTERN
+    )
+    federated_node: str | None = pydantic.Field(
+        None,
+        description="federatedNode: the FederatedNode whose data store receives the data (instead of a project).",
+        max_length=40,
+        pattern=DNS_LABEL_PATTERN,
     )
     source: SourceRef = pydantic.Field(description="source: where the data comes from.")
     deidentification: Deidentification = pydantic.Field(
@@ -120,6 +134,13 @@ class DataIngestSpec(ApiModel):
     )
     destination: Destination = pydantic.Field(description="destination: where the data goes in the project bucket.")
     parallelism: int = pydantic.Field(4, description="parallelism: number of worker shards.", ge=1, le=32)
+
+    @pydantic.model_validator(mode="after")
+    def _one_target(self) -> DataIngestSpec:
+        """Mirror of the CEL rule, for objects that reached the operator without it (older CRDs)."""
+        if (self.project is None) == (self.federated_node is None):
+            raise ValueError("exactly one of spec.project or spec.federatedNode must be set")
+        return self
 
 
 class Progress(ApiModel):
@@ -165,6 +186,7 @@ KIND = KindInfo(
     description=DataIngest.__doc__ or "",
     printer_columns=(
         PrinterColumn("Project", ".spec.project"),
+        PrinterColumn("Node", ".spec.federatedNode"),
         PrinterColumn("Phase", ".status.phase"),
         PrinterColumn("Done", ".status.progress.done", "integer"),
         PrinterColumn("Discovered", ".status.progress.discovered", "integer"),

@@ -78,3 +78,14 @@ class CreateOnlyAdapter:
         except kube.NotFound:
             pass
         return DeleteOutcome.DELETED
+
+
+def job_state(job: Any) -> tuple[str, str]:
+    """("running"|"succeeded"|"failed", message) from a Job's conditions (a Job made by this adapter)."""
+    status = job.status if job is not None else None
+    for cond in status.conditions if status and status.conditions else []:
+        if cond.type == "Complete" and cond.status == "True":
+            return "succeeded", ""
+        if cond.type == "Failed" and cond.status == "True":
+            return "failed", f"{cond.reason}: {cond.message or ''}".strip(": ")
+    return "running", ""

@@ -1,7 +1,7 @@
-"""Adapter for a set of Kubernetes objects one project owns inside its namespace (quota, limits,
-network policies, role bindings).
+"""Adapter for a set of Kubernetes objects one owner (a project, a federated node) has inside a namespace
+(quota, limits, network policies, roles and role bindings, worker Jobs).
 
-Desired objects are full manifests. `observe` lists what the project owns of each kind (by label)
+Desired objects are full manifests. `observe` lists what the owner has of each kind (by its owner label)
 and compares only the fields we set — quantities by their canonical value as the API server stores it
 (`quantity.canonical`), so "1.5" and "1500m" agree and "0.0015" matches the "2m" it reads back as — so a
 resync where nothing changed makes no write. `update` server-side applies what differs and deletes
@@ -18,13 +18,13 @@ from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.core.resource import NamespacedResource
-from lightkube.types import PatchType
+from lightkube.types import CascadeType, PatchType
 
 from enclave_operator import quantity
 from enclave_operator.api.research_project import DeletionPolicy
 from enclave_operator.backends import kube
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
-from enclave_operator.backends.ownership import OWNER_LABEL, OwnedNamespaces
+from enclave_operator.backends.ownership import OwnedNamespaces, Owner
 
 COMPARED_KEYS = ("spec", "roleRef", "subjects")
 """Top-level keys of a manifest that carry desired state (metadata is compared by labels only)."""
@@ -70,7 +70,7 @@ def covers(actual: object, desired: object) -> bool:
 
 
 class KubeObjectsAdapter:
-    """All objects of the given kinds that one project owns in its namespace."""
+    """All objects of the given kinds that one owner has in a namespace (labelled `<owner.label>=<owner.name>`)."""
 
     def __init__(
         self,
@@ -79,7 +79,7 @@ class KubeObjectsAdapter:
         part: str,
         noun: str,
         member_key: str,
-        project: str,
+        owner: Owner,
         namespace: str,
         kinds: Sequence[type[NamespacedResource]],
         desired: Sequence[DesiredObject],
@@ -87,7 +87,7 @@ class KubeObjectsAdapter:
     ) -> None:
         self.part, self.noun, self.member_key = part, noun, member_key
         self._client = client
-        self._project, self._namespace = project, namespace
+        self._owner, self._namespace = owner, namespace
         self._kinds = list(kinds)
         self._desired = list(desired)
         self._members_of = members_of
@@ -95,12 +95,13 @@ class KubeObjectsAdapter:
         self._seen: dict[tuple[str, str], Mapping[str, Any]] = {}
 
     async def _owned(self) -> dict[tuple[str, str], Mapping[str, Any]]:
-        """What the project owns of each kind: one list per kind, all at once."""
+        """What the owner has of each kind: one list per kind, all at once."""
+        mine = {self._owner.label: self._owner.name}
 
         async def owned_of(kind: type[NamespacedResource]) -> list[Any]:
             return await kube.call(
                 f"list {kind.__name__} in {self._namespace}",
-                _collect(self._client.list(kind, namespace=self._namespace, labels={OWNER_LABEL: self._project})),
+                _collect(self._client.list(kind, namespace=self._namespace, labels=mine)),
             )
 
         lists = await asyncio.gather(*(owned_of(kind) for kind in self._kinds))
@@ -109,8 +110,10 @@ class KubeObjectsAdapter:
 
     def _observation(self, owned: Mapping[tuple[str, str], Mapping[str, Any]], diffs: list[str]) -> Observation:
         members = dict(self._members_of(list(owned.values()))) if self._members_of else {}
-        exists = bool(owned) or not self._desired
-        return Observation(exists, not diffs, "; ".join(diffs), self._namespace, members=members)
+        exists = bool(owned)  # nothing wanted and nothing there: exists False, up to date (nothing to create)
+        terminating = exists and all(o.get("metadata", {}).get("deletionTimestamp") for o in owned.values())
+        return Observation(exists, not diffs, "; ".join(diffs), self._namespace, members=members,
+                           terminating=terminating)  # fmt: skip
 
     async def observe(self) -> Observation:
         owned = self._seen = await self._owned()
@@ -155,7 +158,8 @@ class KubeObjectsAdapter:
         for kind, name in extra:
             try:
                 await kube.call(
-                    f"delete {kind.__name__}/{name}", self._client.delete(kind, name, namespace=self._namespace)
+                    f"delete {kind.__name__}/{name}",
+                    self._client.delete(kind, name, namespace=self._namespace, cascade=CascadeType.BACKGROUND),
                 )
             except kube.NotFound:
                 pass
@@ -168,7 +172,8 @@ class KubeObjectsAdapter:
             kind = next(k for k in self._kinds if k.__name__ == kind_name)
             try:
                 await kube.call(
-                    f"delete {kind_name}/{name}", self._client.delete(kind, name, namespace=self._namespace)
+                    f"delete {kind_name}/{name}",
+                    self._client.delete(kind, name, namespace=self._namespace, cascade=CascadeType.BACKGROUND),
                 )
             except kube.NotFound:
                 pass

@@ -29,20 +29,27 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
-from collections.abc import AsyncIterator, Collection, Mapping
-from typing import Any
+import logging
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from typing import Any, Protocol
 
 from lightkube import AsyncClient
 from lightkube.core.resource import NamespacedResource, NamespacedSubResource
 from lightkube.resources.core_v1 import Namespace
 
 from enclave_operator.backends import kube
-from enclave_operator.backends.errors import BackendRejected, BackendUnavailable
+from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
+
+logger = logging.getLogger(__name__)
 
 OWNER_LABEL = "enclave.io/project"
 """Label (namespace) and tag (bucket) naming the owning project."""
 OWNER_UID_LABEL = "enclave.io/project-uid"
 """Tag naming the owning object's uid, on things a Retain deletion keeps."""
+NODE_OWNER_LABEL = "enclave.io/federated-node"
+"""Label (namespace) and tag (bucket) naming the owning FederatedNode."""
+OWNER_KINDS = {OWNER_LABEL: "project", NODE_OWNER_LABEL: "federated node"}
+"""Every owner label, with the kind it names (for messages, and to tell an unmarked thing from another kind's)."""
 
 class Claim(enum.Enum):
     ABSENT = "Absent"
@@ -94,9 +101,23 @@ class NotOwned(BackendRejected):
         self.retained = retained
 
 
-def foreign_message(what: str, owner: Owner, marker: str | None) -> str:
-    belongs = f"belongs to project {marker}" if marker else "belongs to no enclave project"
-    return f"{what} exists and {belongs}; project {owner.name} does not write to it"
+def foreign_message(what: str, owner: Owner, marker: str | None, marks: Mapping[str, str] | None = None) -> str:
+    """Why `what` is not the owner's: its marker for the owner's kind, else another kind's marker in `marks`."""
+    kind = OWNER_KINDS.get(owner.label, "owner")
+    other = next(((label, name) for label, name in (marks or {}).items()
+                  if label in OWNER_KINDS and label != owner.label), None)  # fmt: skip
+    if marker:
+        belongs = f"belongs to {kind} {marker}"
+    elif other:
+        belongs = f"belongs to {OWNER_KINDS[other[0]]} {other[1]}"
+    else:
+        belongs = "belongs to no enclave project or federated node"
+    return f"{what} exists and {belongs}; {kind} {owner.name} does not write to it"
+
+
+def marked(marks: Mapping[str, str]) -> bool:
+    """True when labels or tags carry any owner's marker (of whatever kind)."""
+    return any(label in OWNER_KINDS for label in marks)
 
 
 def retained_message(what: str, owner: Owner, noun: str) -> str:
@@ -123,7 +144,8 @@ def namespace_claim(ns: Namespace | None, name: str, owner: Owner) -> ClaimResul
         return ClaimResult(Claim.ABSENT, name)
     labels = dict(ns.metadata.labels or {}) if ns.metadata else {}
     claim = owner.classify(labels.get(owner.label))
-    message = "" if claim is Claim.OWNED else foreign_message(f"namespace {name}", owner, labels.get(owner.label))
+    message = "" if claim is Claim.OWNED else foreign_message(f"namespace {name}", owner, labels.get(owner.label),
+                                                             labels)  # fmt: skip
     return ClaimResult(claim, name, message)
 
 
@@ -233,6 +255,36 @@ class OwnedNamespaces:
             raise kube.NotFound(f"{name}: namespace {namespace} does not exist")  # gone with its namespace
         await self._scope(resource, name, namespace, write=True)
         return await self._client.delete(resource, name, namespace=namespace, **kwargs)
+
+
+class Claimable(Protocol):
+    noun: str
+
+    async def claim(self) -> ClaimResult: ...
+
+
+ADMISSION_CHECK_S = 4.0
+"""Bound of one backend's collision check during admission, seconds (the API server gives the webhook 15 s)."""
+
+
+async def collisions(roots: Iterable[Claimable], owner: Owner) -> list[str]:
+    """For admission of a new owner: why each root thing (namespace, bucket, group, account) that exists could
+    not be its own. The roots are asked at once, each within ADMISSION_CHECK_S; a backend that cannot be reached
+    (or does not answer in time) is skipped: its adapter checks again before writing."""
+
+    async def check(root: Claimable) -> str | None:
+        try:
+            result = await asyncio.wait_for(root.claim(), ADMISSION_CHECK_S)
+        except NotOwned as error:
+            return str(error)
+        except (BackendError, TimeoutError) as error:
+            logger.info("admission could not check %s of %s: %s", root.noun, owner.name, error or "timed out")
+            return None
+        if result.claim is Claim.RETAINED and root.noun in owner.adopt:
+            return None
+        return None if result.usable else result.message
+
+    return [message for message in await asyncio.gather(*(check(root) for root in roots)) if message]
 
 
 def labels_of(owner: Owner, extra: Mapping[str, str] | None = None) -> dict[str, str]:

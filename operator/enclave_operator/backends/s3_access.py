@@ -25,8 +25,8 @@ from enclave_operator.api.research_project import DeletionPolicy
 from enclave_operator.backends import kube
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendRejected
-from enclave_operator.backends.kube_namespace import MANAGED_BY, MANAGED_BY_LABEL, PROJECT_LABEL
-from enclave_operator.backends.ownership import NotOwned, OwnedNamespaces
+from enclave_operator.backends.kube_namespace import MANAGED_BY, MANAGED_BY_LABEL
+from enclave_operator.backends.ownership import NotOwned, OwnedNamespaces, Owner
 from enclave_operator.backends.s3_minio import NOT_FOUND_CODES, AdminError, S3Clients, s3_call
 from minio import Minio
 
@@ -103,8 +103,10 @@ class PoliciesAdapter:
     member_key = "storage"
 
     def __init__(self, clients: S3Clients, policies: Mapping[str, Mapping[str, Any]], resource: str,
-                 noun: str = "BucketPolicy") -> None:  # fmt: skip
+                 noun: str = "BucketPolicy", *, part: str | None = None) -> None:  # fmt: skip
         self._c, self._policies, self._resource, self.noun = clients, dict(policies), resource, noun
+        if part:
+            self.part = part
 
     async def observe(self) -> Observation:
         diffs, found = [], 0
@@ -136,10 +138,11 @@ class PoliciesAdapter:
         return DeleteOutcome.DELETED
 
 
-def bucket_policies(clients: S3Clients, bucket: str) -> PoliciesAdapter:
-    """The project bucket's read-write and read-only policies."""
+def bucket_policies(clients: S3Clients, bucket: str, *, part: str | None = None) -> PoliciesAdapter:
+    """A bucket's read-write and read-only policies (a project's, a federated node's store or backup bucket)."""
     rw, ro = policy_names(bucket)
-    return PoliciesAdapter(clients, {rw: bucket_policy(bucket, True), ro: bucket_policy(bucket, False)}, bucket)
+    policies = {rw: bucket_policy(bucket, True), ro: bucket_policy(bucket, False)}
+    return PoliciesAdapter(clients, policies, bucket, part=part)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,15 +160,17 @@ class DesiredCredential:
     noun: str = "Credential"
 
 
-def project_credential(project: str, namespace: str, bucket: str, *, writable: bool) -> DesiredCredential:
-    """The project's own credential: Secret `project-s3` in the project namespace; read-only while cordoned."""
+def store_credential(owner: Owner, namespace: str, bucket: str, *, writable: bool,
+                     secret_name: str = SECRET_NAME) -> DesiredCredential:  # fmt: skip
+    """The owner's own credential for its bucket (a project's: Secret `project-s3` in the project namespace,
+    read-only while cordoned; a federated node's: its platform components' Secret in the node namespace)."""
     rw, ro = policy_names(bucket)
     return DesiredCredential(
         access_key=f"{bucket}-app",
         policy=rw if writable else ro,
         namespace=namespace,
-        secret_name=SECRET_NAME,
-        labels={PROJECT_LABEL: project, MANAGED_BY_LABEL: MANAGED_BY},
+        secret_name=secret_name,
+        labels={owner.label: owner.name, MANAGED_BY_LABEL: MANAGED_BY},
         bucket=bucket,
     )
 
@@ -182,9 +187,11 @@ class CredentialAdapter:
     member_key = "storage"
 
     def __init__(self, clients: S3Clients, kube_client: AsyncClient | OwnedNamespaces,
-                 desired: DesiredCredential) -> None:  # fmt: skip
+                 desired: DesiredCredential, *, part: str | None = None) -> None:  # fmt: skip
         self._c, self._k, self._d = clients, kube_client, desired
         self.noun = desired.noun
+        if part:
+            self.part = part
 
     async def _secret(self) -> Secret | None:
         try:

@@ -172,6 +172,25 @@ def _admin_error(what: str, error: MinioAdminException) -> AdminError:
     return AdminError(f"{what}: {code}: {message}".rstrip(": "), code, status)
 
 
+async def read_json(clients: S3Clients, bucket: str, key: str) -> dict[str, Any] | None:
+    """A JSON object a worker wrote (progress, manifest, report), or None when it is not there (yet)."""
+
+    def fetch() -> dict[str, Any] | None:
+        try:
+            response = clients.s3.get_object(bucket, key)
+        except S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchBucket"):
+                return None
+            raise
+        try:
+            return dict(json.loads(response.read()))
+        finally:
+            response.close()
+            response.release_conn()
+
+    return await s3_call(f"read {key}", fetch)
+
+
 async def s3_call(what: str, fn: Callable[[], T]) -> T:
     """Run one blocking SDK call in the S3 pool, within the S3 rate (`throttle`); map its failures to backend
     errors without secrets."""
@@ -211,9 +230,12 @@ class BucketAdapter:
     noun = "Bucket"
     member_key = "storage"
 
-    def __init__(self, clients: S3Clients, desired: DesiredBucket) -> None:
+    def __init__(self, clients: S3Clients, desired: DesiredBucket, *, part: str | None = None) -> None:
+        """`part`: the condition to report under, when not StorageReady (e.g. a backup bucket: BackupReady)."""
         self._c = clients
         self._d = desired
+        if part:
+            self.part = part
 
     async def _claim(self) -> tuple[ownership.ClaimResult, bool]:
         """The claim, and whether the bucket is an untagged empty one (an interrupted create)."""
@@ -238,10 +260,11 @@ class BucketAdapter:
         if claim is ownership.Claim.RETAINED:
             message = ownership.retained_message(f"bucket {name}", owner, self.noun)
             return ownership.ClaimResult(claim, name, message), False
-        empty = marker is None and not await s3_call(
+        empty = not ownership.marked(tags) and not await s3_call(
             f"list bucket {name}", lambda: any(True for _ in self._c.s3.list_objects(name, include_version=True))
         )
-        return ownership.ClaimResult(claim, name, ownership.foreign_message(f"bucket {name}", owner, marker)), empty
+        message = ownership.foreign_message(f"bucket {name}", owner, marker, tags)
+        return ownership.ClaimResult(claim, name, message), empty
 
     async def claim(self) -> ownership.ClaimResult:
         """For admission: any existing bucket that is not this owner's counts, even an empty untagged one."""

@@ -18,6 +18,7 @@ from lightkube.types import PatchType
 
 from enclave_operator.api import GROUP, VERSION
 from enclave_operator.api.data_ingest import KIND as INGEST_KIND
+from enclave_operator.api.federated_node import KIND as NODE_KIND
 from enclave_operator.api.gpu_reservation import KIND as GPU_KIND
 from enclave_operator.api.research_project import KIND as PROJECT_KIND
 from enclave_operator.backends import kube
@@ -25,6 +26,7 @@ from enclave_operator.backends import kube
 ResearchProjectResource = create_global_resource(GROUP, VERSION, PROJECT_KIND.kind, PROJECT_KIND.plural)
 DataIngestResource = create_namespaced_resource(GROUP, VERSION, INGEST_KIND.kind, INGEST_KIND.plural)
 GpuReservationResource = create_namespaced_resource(GROUP, VERSION, GPU_KIND.kind, GPU_KIND.plural)
+FederatedNodeResource = create_global_resource(GROUP, VERSION, NODE_KIND.kind, NODE_KIND.plural)
 
 
 async def write_project_status(client: AsyncClient, name: str, status: Mapping[str, Any]) -> None:
@@ -52,14 +54,14 @@ async def read_ingest(client: AsyncClient, namespace: str, name: str, uid: str) 
 
 
 async def _read(
-    client: AsyncClient, resource: Any, name: str, namespace: str | None, uid: str
+    client: AsyncClient, resource: Any, name: str, namespace: str | None, uid: str | None
 ) -> dict[str, Any] | None:
     try:
         obj = await kube.call(f"read {name}", client.get(resource, name, namespace=namespace))
     except kube.NotFound:
         return None
     body = dict(obj.to_dict())
-    return body if (body.get("metadata") or {}).get("uid") == uid else None
+    return body if uid is None or (body.get("metadata") or {}).get("uid") == uid else None
 
 
 async def write_reservation_status(
@@ -72,3 +74,33 @@ async def write_reservation_status(
                      patch_type=PatchType.MERGE),
     )  # fmt: skip
     return dict(stored.to_dict())
+
+
+async def read_node(client: AsyncClient, name: str) -> dict[str, Any] | None:
+    """A FederatedNode as it is now (the reconcile and the probes both start from a fresh read), or None."""
+    return await _read(client, FederatedNodeResource, name, None, None)
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`: a key `new` dropped becomes null, so it is
+    removed (a plain merge of `new` would leave it, e.g. a finished backup's `running`)."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            if sub := merge_patch(before, value):
+                patch[key] = sub
+        elif key not in old or before != value:
+            patch[key] = value
+    return patch
+
+
+async def write_node_status(client: AsyncClient, name: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Write what changed from `old` (the status the reconcile started from) to `new`, removals included."""
+    patch = merge_patch(old, new)
+    if not patch:
+        return
+    await kube.call(
+        f"write status of federatednode {name}",
+        client.patch(FederatedNodeResource.Status, name, {"status": patch}, patch_type=PatchType.MERGE),
+    )

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from enclave_operator.api.data_ingest import DataIngestSpec
-from enclave_operator.backends.kube_namespace import MANAGED_BY, MANAGED_BY_LABEL, PROJECT_LABEL
+from enclave_operator.backends.kube_namespace import MANAGED_BY, MANAGED_BY_LABEL
 from enclave_operator.settings import IngestSettings, IngestSourceSettings
 
 INGEST_LABEL = "enclave.io/ingest"
@@ -37,6 +37,11 @@ def credential_name(ident: str) -> str:
 def key_secret_name(project: str) -> str:
     """The project's de-identification key, in the ingest namespace where researchers have no access."""
     return f"deid-key-{project}"
+
+
+def node_key_secret_name(node: str) -> str:
+    """A federated node's de-identification key; the dot, which no project name has, keeps it apart."""
+    return f"deid-key-node.{node}"
 
 
 def destination_policy(bucket: str, prefix: str) -> dict[str, Any]:
@@ -112,14 +117,15 @@ def job_manifest(
     *,
     ident: str,
     ref: str,
-    project: str,
+    target_labels: Mapping[str, str],
+    key_secret: str,
     spec: DataIngestSpec,
     worker: Mapping[str, Any],
     source: IngestSourceSettings,
     settings: IngestSettings,
 ) -> dict[str, Any]:
     """An Indexed Job, one completion per shard, least privilege: no API token, non-root, read-only root."""
-    labels = {INGEST_LABEL: ident, PROJECT_LABEL: project, MANAGED_BY_LABEL: MANAGED_BY}
+    labels = {INGEST_LABEL: ident, **target_labels, MANAGED_BY_LABEL: MANAGED_BY}
     env: list[dict[str, Any]] = [{"name": "INGEST_SPEC", "value": json.dumps(dict(worker), sort_keys=True)}]
     if source.credentials_secret:
         env += [
@@ -129,7 +135,7 @@ def job_manifest(
     env += [
         _secret_env("AWS_ACCESS_KEY_ID", f"{credential_name(ident)}-s3", "AWS_ACCESS_KEY_ID"),
         _secret_env("AWS_SECRET_ACCESS_KEY", f"{credential_name(ident)}-s3", "AWS_SECRET_ACCESS_KEY"),
-        _secret_env("DEID_KEY", key_secret_name(project), "key"),
+        _secret_env("DEID_KEY", key_secret, "key"),
     ]
     container = {
         "name": "worker",

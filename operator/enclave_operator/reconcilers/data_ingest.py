@@ -1,8 +1,12 @@
-"""Reconcile a DataIngest: check the project and source, wait for a data steward's approval, provision
+"""Reconcile a DataIngest: check the target and source, wait for a data steward's approval, provision
 the worker Job with a destination credential scoped to the prefix, follow its progress, verify the
 shards' outputs and write the provenance manifest.
 
-Phases: Pending (project or source not usable yet) → AwaitingApproval → Running → Verifying →
+The target is a ResearchProject (its bucket; the project must be Ready and not cordoned) or a
+FederatedNode (its store bucket; StorageReady and LegallyCleared: no data goes to a host without its
+legal basis). Either way the DataIngest lives in the target's namespace; everything else is the same path.
+
+Phases: Pending (target or source not usable yet) → AwaitingApproval → Running → Verifying →
 Succeeded | Failed. Succeeded and Failed are final: the spec is immutable, a new run is a new object.
 Every step is re-derived from what exists (Job, objects in the bucket), so a restart at any line
 continues where the last run stopped.
@@ -24,15 +28,17 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Namespace, Secret, ServiceAccount
 
 from enclave_operator import conditions, reasons
+from enclave_operator.api.common import spec_error
 from enclave_operator.api.data_ingest import KIND as INGEST_KIND_INFO
 from enclave_operator.api.data_ingest import DataIngestSpec
 from enclave_operator.backends import kube, s3_access, s3_minio
 from enclave_operator.backends.errors import BackendError
-from enclave_operator.backends.kube_create_only import CreateOnlyAdapter
+from enclave_operator.backends.kube_create_only import CreateOnlyAdapter, job_state
 from enclave_operator.backends.kube_namespace import MANAGED_BY, MANAGED_BY_LABEL, PROJECT_LABEL
+from enclave_operator.backends.ownership import NODE_OWNER_LABEL
 from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import Recorder
-from enclave_operator.engine.status import ResearchProjectResource
+from enclave_operator.engine.status import FederatedNodeResource, ResearchProjectResource
 from enclave_operator.ingest import job as jobs
 from enclave_operator.ingest import layout
 from enclave_operator.reconcilers import approval
@@ -102,39 +108,64 @@ class IngestParts:
         return [self.credential, self.policy]
 
 
-def parts(*, ns: str, name: str, uid: str, project: str, bucket: str, spec: DataIngestSpec,
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where an ingest delivers: a ResearchProject's bucket or a FederatedNode's store."""
+
+    kind: str
+    """"project" or "federated node", for messages."""
+    name: str
+    label: str
+    """The owner label the ingest's objects carry for this target."""
+    key_secret: str
+    """The target's de-identification key Secret in the ingest namespace."""
+
+    @classmethod
+    def of(cls, spec: DataIngestSpec) -> Target:
+        if spec.federated_node is not None:
+            node = spec.federated_node
+            return cls("federated node", node, NODE_OWNER_LABEL, jobs.node_key_secret_name(node))
+        assert spec.project is not None
+        return cls("project", spec.project, PROJECT_LABEL, jobs.key_secret_name(spec.project))
+
+    @property
+    def resource(self) -> Any:
+        return FederatedNodeResource if self.label == NODE_OWNER_LABEL else ResearchProjectResource
+
+
+def parts(*, ns: str, name: str, uid: str, target: Target, bucket: str, spec: DataIngestSpec,
           backends: Backends, settings: OperatorSettings) -> IngestParts:  # fmt: skip
     ingest_settings = settings.ingest
     ident = jobs.ingest_id(ns, name, uid)
     source = ingest_settings.source(spec.source.name)
     assert source is not None
     ref = f"{ns}/{name}"
-    labels = {PROJECT_LABEL: project, MANAGED_BY_LABEL: MANAGED_BY}
+    labels = {target.label: target.name, MANAGED_BY_LABEL: MANAGED_BY}
     worker = jobs.worker_spec(ref=ref, spec=spec, source=source, bucket=bucket,
-                              s3_endpoint=ingest_settings.s3_endpoint or settings.s3.endpoint,
-                              s3_secure=settings.s3.secure)  # fmt: skip
-    job = jobs.job_manifest(ident=ident, ref=ref, project=project, spec=spec, worker=worker, source=source,
+                              s3_endpoint=settings.worker_s3_endpoint(), s3_secure=settings.s3.secure)  # fmt: skip
+    job = jobs.job_manifest(ident=ident, ref=ref, target_labels={target.label: target.name},
+                            key_secret=target.key_secret, spec=spec, worker=worker, source=source,
                             settings=ingest_settings)  # fmt: skip
     part = WORKERS_READY
-    target = ingest_settings.namespace
+    workers = ingest_settings.namespace
     managed_by = {MANAGED_BY_LABEL: MANAGED_BY}
     namespace = {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": target, "labels": {**managed_by, "pod-security.kubernetes.io/enforce": "restricted"}},
+        "metadata": {"name": workers, "labels": {**managed_by, "pod-security.kubernetes.io/enforce": "restricted"}},
     }
     account = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
         "automountServiceAccountToken": False,
-        "metadata": {"name": jobs.SERVICE_ACCOUNT, "namespace": target, "labels": managed_by},
+        "metadata": {"name": jobs.SERVICE_ACCOUNT, "namespace": workers, "labels": managed_by},
     }
     key = {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
         "stringData": {"key": secrets.token_hex(32)},
-        "metadata": {"name": jobs.key_secret_name(project), "namespace": target, "labels": labels},
+        "metadata": {"name": target.key_secret, "namespace": workers, "labels": labels},
     }
     return IngestParts(
         namespace=CreateOnlyAdapter(backends.kube, Namespace, namespace, part=part, noun="IngestNamespace",
@@ -149,7 +180,7 @@ def parts(*, ns: str, name: str, uid: str, project: str, bucket: str, spec: Data
         credential=s3_access.CredentialAdapter(
             backends.s3, backends.kube,
             s3_access.DesiredCredential(
-                access_key=jobs.credential_name(ident), policy=jobs.credential_name(ident), namespace=target,
+                access_key=jobs.credential_name(ident), policy=jobs.credential_name(ident), namespace=workers,
                 secret_name=f"{jobs.credential_name(ident)}-s3", labels={**labels, jobs.INGEST_LABEL: ident},
                 bucket=bucket, probe_prefix=spec.destination.prefix, noun="DestinationCredential",
             ),
@@ -158,42 +189,39 @@ def parts(*, ns: str, name: str, uid: str, project: str, bucket: str, spec: Data
     )  # fmt: skip
 
 
-def _bucket_and_checks(project: Any, spec: DataIngestSpec, ns: str, settings: OperatorSettings) -> tuple[str, str]:
-    """(bucket, "") when the project can receive data, else ("", why not)."""
-    if project is None:
-        return "", f"ResearchProject {spec.project} does not exist"
-    status = dict(getattr(project, "status", None) or {})
+def _bucket_and_checks(obj: Any, target: Target, ns: str) -> tuple[str, str]:
+    """(bucket, "") when the target can receive data, else ("", why not)."""
+    if obj is None:
+        return "", f"{target.kind} {target.name} does not exist"
+    status = dict(getattr(obj, "status", None) or {})
     if status.get("namespace") != ns:
-        return "", f"a DataIngest for project {spec.project} must live in namespace {status.get('namespace')}"
+        return "", f"a DataIngest for {target.kind} {target.name} must live in namespace {status.get('namespace')}"
     conds = status.get("conditions") or []
+    if target.label == NODE_OWNER_LABEL:
+        for type_ in (reasons.STORAGE_READY, reasons.LEGALLY_CLEARED):
+            cond = conditions.get(conds, type_) or {}
+            if cond.get("status") != "True":
+                return "", (f"federated node {target.name} is not {type_}: "
+                            f"{cond.get('message') or 'not evaluated yet'}")[:1024]  # fmt: skip
+        return str(status.get("bucket")), ""
     if (conditions.get(conds, reasons.CORDONED) or {}).get("status") == "True":
-        return "", f"project {spec.project} is cordoned: no new data may enter it"
+        return "", f"project {target.name} is cordoned: no new data may enter it"
     if (conditions.get(conds, READY) or {}).get("status") != "True":
-        return "", f"project {spec.project} is not Ready yet"
+        return "", f"project {target.name} is not Ready yet"
     return str(status.get("bucket")), ""
 
 
-async def _read_json(backends: Backends, bucket: str, key: str) -> dict[str, Any] | None:
-    def fetch() -> dict[str, Any] | None:
-        try:
-            response = backends.s3.s3.get_object(bucket, key)
-        except s3_minio.S3Error as error:
-            if error.code == "NoSuchKey":
-                return None
-            raise
-        try:
-            return dict(json.loads(response.read()))
-        finally:
-            response.close()
-            response.release_conn()
-
-    return await s3_minio.s3_call(f"read {key}", fetch)
+async def _read_target(backends: Backends, target: Target) -> Any:
+    try:
+        return await kube.call(f"get {target.kind} {target.name}", backends.kube.get(target.resource, target.name))
+    except kube.NotFound:
+        return None
 
 
 async def _progress(backends: Backends, bucket: str, prefix: str, shards: int) -> dict[str, int]:
     totals = {"discovered": 0, "done": 0, "quarantined": 0, "failed": 0, "bytes": 0}
     reports = await asyncio.gather(
-        *(_read_json(backends, bucket, layout.progress_key(prefix, i)) for i in range(shards))
+        *(s3_minio.read_json(backends.s3, bucket, layout.progress_key(prefix, i)) for i in range(shards))
     )
     for report in reports:
         for key in totals:
@@ -202,24 +230,14 @@ async def _progress(backends: Backends, bucket: str, prefix: str, shards: int) -
     return totals
 
 
-def _job_state(job: Any) -> tuple[str, str]:
-    """("running"|"succeeded"|"failed", message) from the Job's conditions."""
-    status = job.status if job is not None else None
-    for cond in status.conditions if status and status.conditions else []:
-        if cond.type == "Complete" and cond.status == "True":
-            return "succeeded", ""
-        if cond.type == "Failed" and cond.status == "True":
-            return "failed", f"{cond.reason}: {cond.message or ''}".strip(": ")
-    return "running", ""
-
-
 async def _verify_and_write_manifest(
     backends: Backends, *, bucket: str, spec: DataIngestSpec, ref: str, approver: str, started: str, finished: str,
 ) -> tuple[dict[str, Any] | None, str]:  # fmt: skip
     """Merge the shard manifests, check every output is in the bucket with its size, write _manifest.json."""
     prefix = spec.destination.prefix
     shards = await asyncio.gather(
-        *(_read_json(backends, bucket, layout.shard_manifest_key(prefix, i)) for i in range(spec.parallelism))
+        *(s3_minio.read_json(backends.s3, bucket, layout.shard_manifest_key(prefix, i))
+          for i in range(spec.parallelism))
     )
     missing = [i for i, shard in enumerate(shards) if shard is None]
     if missing:
@@ -266,9 +284,7 @@ async def reconcile(
     try:
         spec = DataIngestSpec.model_validate(dict(body.get("spec") or {}))
     except pydantic.ValidationError as error:
-        first = error.errors()[0]
-        return _final(current, generation, "Failed", reasons.REASON_INVALID_SPEC,
-                      f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", now)  # fmt: skip
+        return _final(current, generation, "Failed", reasons.REASON_INVALID_SPEC, spec_error(error), now)
     source = settings.ingest.source(spec.source.name)
     if source is None:
         return _waiting(current, generation, "Pending", "UnknownSource",
@@ -277,13 +293,10 @@ async def reconcile(
     if source.kind != kind:
         why = f"source {source.name} is a {source.kind} source; spec.source.{kind} does not apply"
         return _final(current, generation, "Failed", reasons.REASON_INVALID_SPEC, why, now)
-    try:
-        project = await kube.call("get project", backends.kube.get(ResearchProjectResource, spec.project))
-    except kube.NotFound:
-        project = None
-    bucket, why = _bucket_and_checks(project, spec, ns, settings)
+    target = Target.of(spec)
+    bucket, why = _bucket_and_checks(await _read_target(backends, target), target, ns)
     if why:
-        return _waiting(current, generation, "Pending", "ProjectNotReady", why)
+        return _waiting(current, generation, "Pending", "TargetNotReady", why)
 
     annotations = dict(meta.get("annotations") or {})
     found, unverified = approval.read(signer, approval.ObjectRef(INGEST_KIND, ns, name), annotations)
@@ -297,7 +310,7 @@ async def reconcile(
             recorder.event("Normal", "AwaitingApproval", how)
         return _waiting(current, generation, "AwaitingApproval", "AwaitingApproval", f"waiting: {how}")
 
-    ingest = parts(ns=ns, name=name, uid=uid, project=spec.project, bucket=bucket, spec=spec,
+    ingest = parts(ns=ns, name=name, uid=uid, target=target, bucket=bucket, spec=spec,
                    backends=backends, settings=settings)  # fmt: skip
     started = current.get("startTime") or _stamp(now)
     fields = {"approvedBy": approver, "startTime": started, "job": f"{settings.ingest.namespace}/{ingest.job._name}"}
@@ -314,7 +327,7 @@ async def reconcile(
         progress = await _progress(backends, bucket, spec.destination.prefix, spec.parallelism)
     except BackendError as error:
         return _waiting(current, generation, "Running", reasons.REASON_BACKEND_UNAVAILABLE, str(error))
-    state, message = _job_state(await ingest.job.get())
+    state, message = job_state(await ingest.job.get())
     if state == "running":
         conds = [conditions.false(READY, "Running", f"{progress['done']} of {progress['discovered']} done"),
                  conditions.true(reasons.RECONCILING, "Running", "workers are running"),
@@ -353,13 +366,12 @@ async def finalize(*, body: Mapping[str, Any], backends: Backends, settings: Ope
         return managed.FinalizeOutcome(True, "nothing was provisioned for an invalid spec")
     if settings.ingest.source(spec.source.name) is None:
         return managed.FinalizeOutcome(True, "nothing was provisioned for an unknown source")
-    bucket = str((body.get("status") or {}).get("bucket") or "") or spec.project
-    try:
-        project = await kube.call("get project", backends.kube.get(ResearchProjectResource, spec.project))
-        bucket = str((project.status or {}).get("bucket") or bucket)
-    except kube.NotFound:
-        pass
-    ingest = parts(ns=str(meta["namespace"]), name=str(meta["name"]), uid=str(meta["uid"]), project=spec.project,
+    target = Target.of(spec)
+    bucket = str((body.get("status") or {}).get("bucket") or "") or target.name
+    obj = await _read_target(backends, target)
+    if obj is not None:
+        bucket = str((getattr(obj, "status", None) or {}).get("bucket") or bucket)
+    ingest = parts(ns=str(meta["namespace"]), name=str(meta["name"]), uid=str(meta["uid"]), target=target,
                    bucket=bucket, spec=spec, backends=backends, settings=settings)  # fmt: skip
     for adapter in [ingest.job, *ingest.access()]:
         outcome = await managed.finalize_part(adapter, "Delete", recorder)

@@ -88,17 +88,22 @@ def limit_range(project: str, namespace: str) -> DesiredObject:
     return DesiredObject(LimitRange, manifest)
 
 
+def network_policy(metadata: Mapping[str, Any], body: Mapping[str, Any]) -> DesiredObject:
+    """A NetworkPolicy for every pod of the namespace (a project's or a federated node's)."""
+    manifest = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": dict(metadata),
+        "spec": {"podSelector": {}, **body},
+    }
+    return DesiredObject(NetworkPolicy, manifest)
+
+
 def network_policies(project: str, namespace: str, spec: ResearchProjectSpec) -> list[DesiredObject]:
     """Default deny in and out; allow within the namespace, DNS, and spec.network.egress."""
 
     def policy(name: str, body: dict[str, Any]) -> DesiredObject:
-        manifest = {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": _metadata(name, namespace, project),
-            "spec": {"podSelector": {}, **body},
-        }
-        return DesiredObject(NetworkPolicy, manifest)
+        return network_policy(_metadata(name, namespace, project), body)
 
     dns_ports = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
     out = [

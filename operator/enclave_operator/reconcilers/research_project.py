@@ -9,7 +9,6 @@ unit-tested; nothing here imports kopf.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime
 import fnmatch
@@ -26,6 +25,7 @@ from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
 from enclave_operator import conditions, reasons
+from enclave_operator.api.common import spec_error
 from enclave_operator.api.research_project import KIND as PROJECT_KIND_INFO
 from enclave_operator.api.research_project import ResearchProjectSpec, Role
 from enclave_operator.backends import (
@@ -41,20 +41,17 @@ from enclave_operator.backends import (
     unavailable,
 )
 from enclave_operator.backends.adapter import Adapter
-from enclave_operator.backends.errors import BackendError
 from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import Recorder
 from enclave_operator.quantity import to_bytes
 from enclave_operator.reconcilers import approval, project_space
 from enclave_operator.settings import OperatorSettings
 
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
 WRITER_ROLES: frozenset[Role] = frozenset({"owner", "maintainer", "member"})
 logger = logging.getLogger(__name__)
-ADMISSION_CHECK_S = 4.0
-"""Bound of one backend's collision check during admission, seconds (the API server gives the webhook 15 s)."""
 PROJECT_KIND = PROJECT_KIND_INFO.kind
 
 
@@ -87,9 +84,11 @@ def is_cordoned(spec: ResearchProjectSpec, today: datetime.date) -> bool:
 
 
 def reserved_namespaces(settings: OperatorSettings) -> list[str]:
-    """Namespace patterns no project may take: the configured ones, the ingest namespace, the operator's own."""
+    """Namespace patterns no project or federated node may take: the configured ones, the ingest and backup
+    namespaces, the operator's own."""
     own = os.environ.get("POD_NAMESPACE")
-    return [*settings.naming.reserved_namespaces, settings.ingest.namespace, *([own] if own else [])]
+    return [*settings.naming.reserved_namespaces, settings.ingest.namespace, settings.federation.backup_namespace,
+            *([own] if own else [])]  # fmt: skip
 
 
 def reserved_by(namespace: str, settings: OperatorSettings) -> str | None:
@@ -104,13 +103,13 @@ def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings, today
     bucket = settings.naming.bucket.format(project=name)
     group = settings.naming.group.format(project=name)
     owner = ownership.Owner(name, uid, adopt=frozenset(spec.adopt))
-    if not _DNS_LABEL.match(namespace):
+    if not DNS_LABEL.match(namespace):
         raise InvalidPlan(f"metadata.name: namespace name {namespace!r} (from naming.namespace) is not a DNS label")
     if pattern := reserved_by(namespace, settings):
         raise InvalidPlan(f"metadata.name: namespace {namespace} is reserved ({pattern}); no project may use it")
-    if not _BUCKET_NAME.match(bucket) or ".." in bucket:
+    if not BUCKET_NAME.match(bucket) or ".." in bucket:
         raise InvalidPlan(f"metadata.name: bucket name {bucket!r} (from naming.bucket) is not a valid S3 bucket name")
-    if not _GROUP_NAME.match(group):
+    if not GROUP_NAME.match(group):
         raise InvalidPlan(f"metadata.name: group name {group!r} (from naming.group) is not a valid group name")
     try:
         quota = to_bytes(spec.storage.quota)
@@ -156,6 +155,8 @@ class Backends:
     s3: s3_minio.S3Clients
     identity: IdentityClient | None = None
     slurm: slurm_accounts.Sacctmgr | None = None
+    backup_targets: Mapping[str, s3_minio.S3Clients] = dataclasses.field(default_factory=dict)
+    """Admin clients of the FederatedNode backup targets, by target name."""
 
 
 def adapters(
@@ -181,7 +182,7 @@ def adapters(
         part=reasons.NAMESPACE_READY,
         noun="NamespacePolicy",
         member_key="kubernetes",
-        project=project.name,
+        owner=project.owner,
         namespace=ns,
         kinds=[ResourceQuota, LimitRange, NetworkPolicy],
         desired=[
@@ -195,7 +196,7 @@ def adapters(
         part=reasons.NAMESPACE_READY,
         noun="RoleBinding",
         member_key="kubernetes",
-        project=project.name,
+        owner=project.owner,
         namespace=ns,
         kinds=[RoleBinding],
         desired=project_space.role_bindings(
@@ -214,7 +215,7 @@ def adapters(
         s3_access.CredentialAdapter(
             backends.s3,
             kube,
-            s3_access.project_credential(project.name, ns, project.bucket.name, writable=not project.cordoned),
+            s3_access.store_credential(project.owner, ns, project.bucket.name, writable=not project.cordoned),
         ),
         s3_access.MemberGroupsAdapter(
             backends.s3, s3_access.DesiredGroups(project.group, project.bucket.name, readers, writers)
@@ -258,7 +259,7 @@ async def collisions(
     """For admission of a new project: every derived name that exists and this project could not take.
 
     Asks the same `claim()` the adapters use, once per backend root (namespace, identity group, bucket,
-    Slurm account), all at once and each bounded by ADMISSION_CHECK_S. A backend that cannot be reached
+    Slurm account), all at once and each bounded by ownership.ADMISSION_CHECK_S. A backend that cannot be reached
     or does not answer in time is skipped (a hung backend must not fail every create): the adapters
     check again before they write, and say so in a condition. An invalid spec is left to the schema.
     """
@@ -272,20 +273,7 @@ async def collisions(
     roots.append(s3_minio.BucketAdapter(backends.s3, project.bucket))
     if project.slurm is not None and backends.slurm is not None:
         roots.append(slurm_accounts.SlurmAccountAdapter(backends.slurm.settings, project.slurm, runner=backends.slurm))
-
-    async def check(root: Any) -> str | None:
-        try:
-            result = await asyncio.wait_for(root.claim(), ADMISSION_CHECK_S)
-        except ownership.NotOwned as error:
-            return str(error)
-        except (BackendError, TimeoutError) as error:
-            logger.info("admission could not check %s of %s: %s", root.noun, name, error or "timed out")
-            return None
-        if result.claim is ownership.Claim.RETAINED and root.noun in project.owner.adopt:
-            return None
-        return None if result.usable else result.message
-
-    return [message for message in await asyncio.gather(*(check(root) for root in roots)) if message]
+    return await ownership.collisions(roots, project.owner)
 
 
 def _scheduler(project: ProjectPlan, backends: Backends) -> list[Adapter]:
@@ -347,7 +335,7 @@ def cordon_condition(spec: ResearchProjectSpec, cordoned: bool) -> conditions.Co
     return conditions.false(reasons.CORDONED, reasons.REASON_WITHIN_VALIDITY, f"valid until {spec.valid_until}")
 
 
-def _stalled_result(current: Mapping[str, Any], generation: int, message: str) -> ReconcileResult:
+def stalled_result(current: Mapping[str, Any], generation: int, message: str) -> ReconcileResult:
     stalled = conditions.true(reasons.STALLED, reasons.REASON_INVALID_SPEC, message)
     merged, changed = conditions.merge(
         current.get("conditions", []), conditions.summarize([], stalled=stalled), generation
@@ -384,13 +372,12 @@ async def reconcile(
         requested = ResearchProjectSpec.model_validate(dict(raw_spec))
         plan(name, requested, settings, today, uid)  # an invalid request stalls, approved or not
     except pydantic.ValidationError as error:
-        first = error.errors()[0]
-        message = f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        message = spec_error(error)
         recorder.event("Warning", reasons.EVENT_INVALID_SPEC, message)
-        return _stalled_result(current, generation, message)
+        return stalled_result(current, generation, message)
     except InvalidPlan as error:
         recorder.event("Warning", reasons.EVENT_INVALID_SPEC, str(error))
-        return _stalled_result(current, generation, str(error))
+        return stalled_result(current, generation, str(error))
 
     found, unverified = approval.read(signer, approval.ObjectRef(PROJECT_KIND, "", name), annotations or {})
     baseline = datetime.date.fromisoformat(current["validUntil"]) if current.get("validUntil") else None

@@ -226,6 +226,24 @@ class MemberStatus(ApiModel):
     )
 
 
+KeyFate = Literal["Kept", "Deleted"]
+
+
+class DeidentificationKeyStatus(ApiModel):
+    """DeidentificationKeyStatus: where the project's de-identification key lives and what deletion does with it."""
+
+    secret: str = pydantic.Field(
+        description="secret: <namespace>/<name> of the Secret holding the key (created by the first DataIngest, "
+        "in the ingest namespace where researchers have no access).",
+        max_length=317,
+    )
+    on_delete: KeyFate = pydantic.Field(
+        description="onDelete: Kept (deletionPolicy Retain: the retained data and a project adopting it keep "
+        "their pseudonyms) or Deleted (deletionPolicy Delete: a later project with this name gets a new key, so "
+        "its pseudonyms never link to this project's).",
+    )
+
+
 class ResearchProjectStatus(ConditionedStatus):
     """ResearchProjectStatus: what the operator observed and did."""
 
@@ -239,6 +257,9 @@ class ResearchProjectStatus(ConditionedStatus):
         None,
         description="validUntil: the end date in force: spec.validUntil, or the last approved date while an "
         "extension waits for a platform admin's approval.",
+    )
+    deidentification_key: DeidentificationKeyStatus | None = pydantic.Field(
+        None, description="deidentificationKey: the project's de-identification key Secret and its fate on deletion."
     )
     members: list[MemberStatus] = pydantic.Field(
         default_factory=list,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pydantic
 from lightkube import AsyncClient
-from lightkube.resources.core_v1 import LimitRange, ResourceQuota
+from lightkube.resources.core_v1 import LimitRange, ResourceQuota, Secret
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
@@ -32,6 +32,7 @@ from enclave_operator.backends import (
     identity,
     identity_freeipa,
     identity_ldap,
+    kube_create_only,
     kube_namespace,
     kube_objects,
     ownership,
@@ -44,6 +45,7 @@ from enclave_operator.backends.adapter import Adapter
 from enclave_operator.backends.errors import BackendError
 from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import Recorder
+from enclave_operator.ingest import job as ingest_job
 from enclave_operator.quantity import to_bytes
 from enclave_operator.reconcilers import approval, project_space
 from enclave_operator.settings import OperatorSettings
@@ -211,6 +213,22 @@ def adapters(project: ProjectPlan, backends: Backends, settings: OperatorSetting
         ),
         *_scheduler(project, backends),
     ]
+
+
+def deidentification_key(project: ProjectPlan, backends: Backends, settings: OperatorSettings) -> Adapter:
+    """The project's de-identification key Secret (issue 14.5). The project's first DataIngest makes it; the
+    project's deletion removes it under deletionPolicy Delete, so a later project with the same name never
+    inherits the key (its pseudonyms would link to this project's), and keeps it under Retain with the data."""
+    manifest = ingest_job.key_secret(project.name, settings.ingest.namespace, {})
+    return kube_create_only.CreateOnlyAdapter(backends.kube, Secret, manifest, part=reasons.STORAGE_READY,
+                                              noun="DeidentificationKey", keep_on_delete=True)  # fmt: skip
+
+
+def key_status(project: ProjectPlan, settings: OperatorSettings) -> dict[str, str]:
+    """status.deidentificationKey: where the key lives and what deletion will do with it."""
+    kept = project.spec.deletion_policy == "Retain"
+    secret = f"{settings.ingest.namespace}/{ingest_job.key_secret_name(project.name)}"
+    return {"secret": secret, "onDelete": "Kept" if kept else "Deleted"}
 
 
 NEEDS: Mapping[str, tuple[str, ...]] = {
@@ -424,6 +442,7 @@ async def reconcile(
         "memberCount": len(project.active),
         "members": members,
         "validUntil": spec.valid_until.isoformat(),
+        "deidentificationKey": key_status(project, settings),
     }
     retry = any(o.retry for _, o in pairs)
     not_ready = [c for c in parts if c.status != "True"]
@@ -465,7 +484,8 @@ async def finalize(
         # A spec that never planned never created anything: there is nothing to remove.
         return managed.FinalizeOutcome(True, "nothing was provisioned for an invalid spec")
     messages = []
-    for adapter in reversed(adapters(project, backends, settings)):
+    parts = [*reversed(adapters(project, backends, settings)), deidentification_key(project, backends, settings)]
+    for adapter in parts:
         outcome = await managed.finalize_part(adapter, spec.deletion_policy, recorder)
         if not outcome.done:
             return outcome

@@ -164,3 +164,29 @@ async def test_finding_14_5_the_deidentification_key_follows_the_deletion_policy
             name=project_name, raw_spec={**spec, "deletionPolicy": "Delete"},
             backends=research_project.Backends(kube, s3), settings=settings, recorder=ListRecorder(), today=today,
         )  # fmt: skip
+
+
+async def test_finding_14_7_deletion_removes_what_was_made_after_the_naming_templates_changed(
+    kube: AsyncClient, s3: s3_minio.S3Clients, minio: dict[str, Any], project_name: str
+) -> None:
+    spec = ProjectBuilder(project_name).member("bob").valid_until(VALID_UNTIL.isoformat()).deletion("Delete").spec()
+    today = VALID_UNTIL - datetime.timedelta(days=30)
+    made, _ = await _run(kube, s3, minio, project_name, spec, None, today)
+    assert (made.status["namespace"], made.status["bucket"]) == (project_name, project_name)
+
+    # The platform team renames the templates; the project keeps its names, and its deletion finds them.
+    naming = {"namespace": "ns-{project}", "bucket": "data-{project}", "group": "grp-{project}"}
+    renamed = parse({"s3": {"endpoint": minio["endpoint"], "secure": False}, "naming": naming})
+    again = await research_project.reconcile(
+        name=project_name, generation=1, raw_spec=spec, current_status=made.status,
+        backends=research_project.Backends(kube, s3), settings=renamed, recorder=ListRecorder(), today=today,
+    )  # fmt: skip
+    assert (again.status["namespace"], again.status["bucket"], again.writes) == (project_name, project_name, 0)
+    finalized = await research_project.finalize(
+        name=project_name, raw_spec=spec, backends=research_project.Backends(kube, s3), settings=renamed,
+        recorder=ListRecorder(), today=today, current_status=again.status,
+    )  # fmt: skip
+    assert finalized.done, finalized.message
+    assert not s3.s3.bucket_exists(project_name), "the bucket made under the old template was left behind"
+    namespace = await kube.get(Namespace, project_name)
+    assert namespace.metadata.deletionTimestamp is not None or namespace.status.phase == "Terminating"

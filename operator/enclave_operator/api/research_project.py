@@ -250,6 +250,9 @@ class ResearchProjectStatus(ConditionedStatus):
     namespace: str | None = pydantic.Field(None, description="namespace: the project's namespace.", max_length=63)
     bucket: str | None = pydantic.Field(None, description="bucket: the project's S3 bucket.", max_length=63)
     group: str | None = pydantic.Field(None, description="group: the project's identity group.", max_length=64)
+    slurm_account: str | None = pydantic.Field(
+        None, description="slurmAccount: the project's Slurm account, when it has one.", max_length=64
+    )
     member_count: int | None = pydantic.Field(
         None, description="memberCount: number of members whose access has not expired.", ge=0
     )

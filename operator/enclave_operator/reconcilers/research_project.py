@@ -99,12 +99,22 @@ def reserved_by(namespace: str, settings: OperatorSettings) -> str | None:
     return next((p for p in reserved_namespaces(settings) if fnmatch.fnmatchcase(namespace, p)), None)
 
 
+RECORDED_NAMES = ("namespace", "bucket", "group", "slurmAccount")
+"""Status fields that hold the backend names a project got at its first reconcile (see `plan`)."""
+
+
 def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings, today: datetime.date,
-         uid: str = "") -> ProjectPlan:  # fmt: skip
-    """Derive backend names and desired states; raise InvalidPlan naming what is wrong."""
-    namespace = settings.naming.namespace.format(project=name)
-    bucket = settings.naming.bucket.format(project=name)
-    group = settings.naming.group.format(project=name)
+         uid: str = "", recorded: Mapping[str, Any] | None = None) -> ProjectPlan:  # fmt: skip
+    """Derive backend names and desired states; raise InvalidPlan naming what is wrong.
+
+    Names come from the naming templates once: `recorded` (the project's status) keeps them for the project's
+    life, so a template renamed later applies to new projects and the deletion removes what was really made
+    (issue 14.7). A recorded name is no licence: every part still claims its thing before touching it.
+    """
+    names = {key: str(value) for key, value in (recorded or {}).items() if key in RECORDED_NAMES and value}
+    namespace = names.get("namespace") or settings.naming.namespace.format(project=name)
+    bucket = names.get("bucket") or settings.naming.bucket.format(project=name)
+    group = names.get("group") or settings.naming.group.format(project=name)
     owner = ownership.Owner(name, uid, adopt=frozenset(spec.adopt))
     if not _DNS_LABEL.match(namespace):
         raise InvalidPlan(f"metadata.name: namespace name {namespace!r} (from naming.namespace) is not a DNS label")
@@ -122,7 +132,7 @@ def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings, today
     cordoned = is_cordoned(spec, today)
     slurm = None
     if spec.compute.slurm is not None:
-        account = settings.naming.slurm_account.format(project=name)
+        account = names.get("slurmAccount") or settings.naming.slurm_account.format(project=name)
         users = [user for user, role in active if role in WRITER_ROLES]  # viewers read; they do not submit jobs
         try:
             slurm = slurm_accounts.desired_account(
@@ -386,7 +396,7 @@ async def reconcile(
     current = dict(current_status or {})
     try:
         requested = ResearchProjectSpec.model_validate(dict(raw_spec))
-        plan(name, requested, settings, today, uid)  # an invalid request stalls, approved or not
+        plan(name, requested, settings, today, uid, current)  # an invalid request stalls, approved or not
     except pydantic.ValidationError as error:
         first = error.errors()[0]
         message = f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
@@ -401,7 +411,7 @@ async def reconcile(
     decision = approval.decide(requested, found, settings.self_service, name, baseline_valid_until=baseline,
                                unverified=unverified)  # fmt: skip
     spec = decision.effective
-    project = plan(name, spec, settings, today, uid)
+    project = plan(name, spec, settings, today, uid, current)
     approved = conditions.Cond(reasons.APPROVED, "True" if decision.approved else "False", decision.reason,
                                decision.message)  # fmt: skip
     previous = conditions.get(current.get("conditions", []), reasons.APPROVED) or {}
@@ -439,6 +449,7 @@ async def reconcile(
         "namespace": project.namespace.name,
         "bucket": project.bucket.name,
         "group": project.group,
+        **({"slurmAccount": project.slurm.name} if project.slurm is not None else {}),
         "memberCount": len(project.active),
         "members": members,
         "validUntil": spec.valid_until.isoformat(),
@@ -475,11 +486,13 @@ async def finalize(
     recorder: Recorder,
     today: datetime.date,
     uid: str = "",
+    current_status: Mapping[str, Any] | None = None,
 ) -> managed.FinalizeOutcome:
-    """Remove (or retain, per deletionPolicy) every part, in reverse order; done when all agree."""
+    """Remove (or retain, per deletionPolicy) every part, in reverse order; done when all agree. The names are
+    the ones recorded in `current_status` (what was made), not what the templates give today."""
     try:
         spec = ResearchProjectSpec.model_validate(dict(raw_spec))
-        project = plan(name, spec, settings, today, uid)
+        project = plan(name, spec, settings, today, uid, current_status)
     except (pydantic.ValidationError, InvalidPlan):
         # A spec that never planned never created anything: there is nothing to remove.
         return managed.FinalizeOutcome(True, "nothing was provisioned for an invalid spec")

@@ -49,7 +49,8 @@ class OperatorProcess:
         self.env: dict[str, str] = {}
         """Extra environment (backend passwords, the signing key), as a Secret would provide it."""
 
-    def start(self) -> OperatorProcess:
+    def start(self, wait: bool = True) -> OperatorProcess:
+        """Start the process; with `wait`, return once its liveness endpoint answers."""
         self.liveness_port, self.metrics_port = free_port(), free_port()
         env = {
             **os.environ,
@@ -68,12 +69,19 @@ class OperatorProcess:
                  "--metrics-port", str(self.metrics_port), "--verbose", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
+        if not wait:
+            return self
         wait_for(
             lambda: self._alive() and http_ok(f"http://127.0.0.1:{self.liveness_port}/healthz"),
             timeout=timeouts.OPERATOR_START,
             what="the operator's liveness endpoint",
         )
         return self
+
+    def healthy(self) -> bool:
+        """Running and answering on its liveness endpoint."""
+        return bool(self.proc and self.proc.poll() is None
+                    and http_ok(f"http://127.0.0.1:{self.liveness_port}/healthz"))  # fmt: skip
 
     def _alive(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:

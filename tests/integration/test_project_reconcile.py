@@ -142,7 +142,9 @@ async def test_finding_14_5_the_deidentification_key_follows_the_deletion_policy
         await kube.create(Namespace(metadata=ObjectMeta(name=ingest_ns)))
     except ApiError as error:
         assert error.status.code == 409
-    await kube.create(from_dict(ingest_job.key_secret(project_name, ingest_ns, {"enclave.io/project": project_name})))
+    key = {"apiVersion": "v1", "kind": "Secret", "stringData": {"key": "00" * 32},
+           "metadata": {"name": ingest_job.key_secret_name(project_name), "namespace": ingest_ns}}  # fmt: skip
+    await kube.create(from_dict(key))
 
     recorder = ListRecorder()
     finalized = await research_project.finalize(

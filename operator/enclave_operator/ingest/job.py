@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,18 +37,6 @@ def credential_name(ident: str) -> str:
 def key_secret_name(project: str) -> str:
     """The project's de-identification key, in the ingest namespace where researchers have no access."""
     return f"deid-key-{project}"
-
-
-def key_secret(project: str, namespace: str, labels: Mapping[str, str]) -> dict[str, Any]:
-    """The key Secret, generated once by the project's first ingest; the project's deletion removes it under
-    deletionPolicy Delete and keeps it under Retain (research_project.finalize)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "stringData": {"key": secrets.token_hex(32)},
-        "metadata": {"name": key_secret_name(project), "namespace": namespace, "labels": dict(labels)},
-    }
 
 
 def destination_policy(bucket: str, prefix: str) -> dict[str, Any]:

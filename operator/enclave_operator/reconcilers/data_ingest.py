@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import io
 import json
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -128,7 +129,13 @@ def parts(*, ns: str, name: str, uid: str, project: str, bucket: str, spec: Data
         "automountServiceAccountToken": False,
         "metadata": {"name": jobs.SERVICE_ACCOUNT, "namespace": target, "labels": managed_by},
     }
-    key = jobs.key_secret(project, target, labels)
+    key = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "stringData": {"key": secrets.token_hex(32)},
+        "metadata": {"name": jobs.key_secret_name(project), "namespace": target, "labels": labels},
+    }
     return IngestParts(
         namespace=CreateOnlyAdapter(backends.kube, Namespace, namespace, part=part, noun="IngestNamespace",
                                     keep_on_delete=True),

@@ -226,10 +226,12 @@ def adapters(project: ProjectPlan, backends: Backends, settings: OperatorSetting
 
 
 def deidentification_key(project: ProjectPlan, backends: Backends, settings: OperatorSettings) -> Adapter:
-    """The project's de-identification key Secret (issue 14.5). The project's first DataIngest makes it; the
-    project's deletion removes it under deletionPolicy Delete, so a later project with the same name never
-    inherits the key (its pseudonyms would link to this project's), and keeps it under Retain with the data."""
-    manifest = ingest_job.key_secret(project.name, settings.ingest.namespace, {})
+    """The project's de-identification key Secret (issue 14.5), for deletion only: the project's first
+    DataIngest makes it (reconcilers/data_ingest.py), never this. The project's deletion removes it under
+    deletionPolicy Delete, so a later project with the same name never inherits the key (its pseudonyms would
+    link to this project's), and keeps it under Retain with the data."""
+    meta = {"name": ingest_job.key_secret_name(project.name), "namespace": settings.ingest.namespace}
+    manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": meta}
     return kube_create_only.CreateOnlyAdapter(backends.kube, Secret, manifest, part=reasons.STORAGE_READY,
                                               noun="DeidentificationKey", keep_on_delete=True)  # fmt: skip
 

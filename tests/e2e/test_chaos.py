@@ -78,7 +78,9 @@ class Killer:
                 wait_for(lambda v=victim: all(p.healthy() for p in self.processes if p is not v),
                          timeout=timeouts.OPERATOR_START, what="the other operator process to serve")  # fmt: skip
                 victim.kill()
-                victim.start(wait=False)  # the next kill may hit it while it starts: also a random moment
+                victim.wait_until_live = False  # the next kill may hit it while it starts: also a random moment
+                victim.start()
+                victim.wait_until_live = True
                 self.kills += 1
         except BaseException as error:  # noqa: BLE001 - reported by stop()
             self.error = error

@@ -46,11 +46,12 @@ class OperatorProcess:
         self.metrics_port = 0
         self.liveness_port = 0
         self.extra_args: list[str] = []
+        self.wait_until_live = True
+        """start() returns once the liveness endpoint answers; False: at once (a chaos test's restarts)."""
         self.env: dict[str, str] = {}
         """Extra environment (backend passwords, the signing key), as a Secret would provide it."""
 
-    def start(self, wait: bool = True) -> OperatorProcess:
-        """Start the process; with `wait`, return once its liveness endpoint answers."""
+    def start(self) -> OperatorProcess:
         self.liveness_port, self.metrics_port = free_port(), free_port()
         env = {
             **os.environ,
@@ -69,7 +70,7 @@ class OperatorProcess:
                  "--metrics-port", str(self.metrics_port), "--verbose", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
-        if not wait:
+        if not self.wait_until_live:
             return self
         wait_for(
             lambda: self._alive() and http_ok(f"http://127.0.0.1:{self.liveness_port}/healthz"),

@@ -441,6 +441,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                 recorder=recorder,
                 today=today(),
                 uid=str(meta.get("uid", "")),
+                current_status=body.get("status"),
             )
             await recorder.flush()
             if not outcome.done:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import io
+import secrets
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from enclave_operator import reasons
-from enclave_operator.backends import ownership, s3_minio
+from enclave_operator.backends import ownership, s3_access, s3_minio
 from enclave_operator.backends.adapter import DeleteOutcome
 from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import ListRecorder
+from enclave_operator.ingest import layout
+from minio import S3Error
+from support.s3users import client_for
 
 
 def _adapter(s3: s3_minio.S3Clients, name: str, quota: int = 2**30, versioning: bool = True,
@@ -98,3 +104,44 @@ async def test_untagged_empty_bucket_from_an_interrupted_create_is_adopted(
     outcome = await managed.reconcile_part(_adapter(s3, project_name), ListRecorder())
     assert outcome.condition.status == "True"
     assert s3.s3.get_bucket_tags(project_name)[s3_minio.PROJECT_TAG] == project_name
+
+
+async def test_finding_14_6_writers_cannot_delete_versions_or_the_ingests_records(
+    s3: s3_minio.S3Clients, minio: dict[str, Any], project_name: str
+) -> None:
+    await managed.reconcile_part(_adapter(s3, project_name), ListRecorder())
+    await managed.reconcile_part(s3_access.bucket_policies(s3, project_name), ListRecorder())
+    rw, _ = s3_access.policy_names(project_name)
+    writer_key, writer_secret = f"{project_name}-writer", secrets.token_urlsafe(18)
+    s3.admin.user_add(writer_key, writer_secret)
+    s3.admin.policy_set(rw, user=writer_key)
+    writer = client_for(minio, writer_key, writer_secret)
+    first = writer.put_object(project_name, "data/x.csv", io.BytesIO(b"one"), 3)
+    writer.put_object(project_name, "data/x.csv", io.BytesIO(b"two"), 3)
+    records = [layout.manifest_key("ingest-1"), layout.shard_manifest_key("ingest-1", 0), layout.manifest_key(""),
+               layout.progress_key("", 0)]  # fmt: skip
+    for key in records:  # as the controller and the workers write them
+        s3.s3.put_object(project_name, key, io.BytesIO(b"{}"), 2)
+
+    def denied(call: Callable[[], object]) -> bool:
+        try:
+            call()
+        except S3Error as error:
+            return error.code == "AccessDenied"
+        return False
+
+    assert denied(lambda: writer.remove_object(project_name, "data/x.csv", version_id=first.version_id)), (
+        "a writer deleted an object version"
+    )
+    writer.remove_object(project_name, "data/x.csv")  # a delete is still allowed: it leaves a delete marker
+    assert s3.s3.get_object(project_name, "data/x.csv", version_id=first.version_id).read() == b"one"
+    for key in records:
+        assert denied(lambda k=key: writer.remove_object(project_name, k)), f"a writer deleted {key}"
+        assert denied(lambda k=key: writer.put_object(project_name, k, io.BytesIO(b"forged"), 6)), (
+            f"a writer rewrote {key}"
+        )
+        assert writer.get_object(project_name, key).read() == b"{}", "members still read the records"
+    writer.put_object(project_name, "ingest-1/notes.txt", io.BytesIO(b"ok"), 2)  # the rest stays writable
+    s3.admin.user_remove(writer_key)
+    await managed.finalize_part(s3_access.bucket_policies(s3, project_name), "Delete", ListRecorder())
+    await managed.finalize_part(_adapter(s3, project_name), "Delete", ListRecorder())

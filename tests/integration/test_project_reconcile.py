@@ -8,12 +8,17 @@ import io
 import json
 from typing import Any
 
+import pytest
 from lightkube import AsyncClient
-from lightkube.resources.core_v1 import ResourceQuota
+from lightkube.codecs import from_dict
+from lightkube.core.exceptions import ApiError
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace, ResourceQuota, Secret
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
 from enclave_operator.backends import s3_minio
 from enclave_operator.engine.recorder import ListRecorder
+from enclave_operator.ingest import job as ingest_job
 from enclave_operator.reconcilers import research_project
 from enclave_operator.settings import parse
 from support.builders import ProjectBuilder
@@ -120,3 +125,70 @@ async def test_finding_8_5_values_the_api_server_normalises_cause_no_rewrites(
         name=project_name, raw_spec=spec, backends=research_project.Backends(kube, s3),
         settings=parse({"s3": {"endpoint": minio["endpoint"]}}), recorder=ListRecorder(), today=VALID_UNTIL,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("policy", ["Delete", "Retain"])
+async def test_finding_14_5_the_deidentification_key_follows_the_deletion_policy(
+    kube: AsyncClient, s3: s3_minio.S3Clients, minio: dict[str, Any], project_name: str, policy: str
+) -> None:
+    spec = ProjectBuilder(project_name).member("bob").valid_until(VALID_UNTIL.isoformat()).deletion(policy).spec()
+    today = VALID_UNTIL - datetime.timedelta(days=30)
+    first, _ = await _run(kube, s3, minio, project_name, spec, None, today)
+    settings = parse({"s3": {"endpoint": minio["endpoint"]}})
+    ingest_ns = settings.ingest.namespace
+    fate = "Kept" if policy == "Retain" else "Deleted"
+    assert first.status["deidentificationKey"] == {"secret": f"{ingest_ns}/deid-key-{project_name}", "onDelete": fate}
+    try:  # the key as the project's first DataIngest makes it (reconcilers/data_ingest.py)
+        await kube.create(Namespace(metadata=ObjectMeta(name=ingest_ns)))
+    except ApiError as error:
+        assert error.status.code == 409
+    key = {"apiVersion": "v1", "kind": "Secret", "stringData": {"key": "00" * 32},
+           "metadata": {"name": ingest_job.key_secret_name(project_name), "namespace": ingest_ns}}  # fmt: skip
+    await kube.create(from_dict(key))
+
+    recorder = ListRecorder()
+    finalized = await research_project.finalize(
+        name=project_name, raw_spec=spec, backends=research_project.Backends(kube, s3), settings=settings,
+        recorder=recorder, today=today,
+    )  # fmt: skip
+    assert finalized.done, finalized.message
+    name = ingest_job.key_secret_name(project_name)
+    remaining = [s.metadata.name async for s in kube.list(Secret, namespace=ingest_ns)]
+    events = {reason for _, reason, _ in recorder.events}
+    if policy == "Delete":
+        assert name not in remaining, "a later project with this name would inherit the key"
+        assert "DeletedDeidentificationKey" in events
+    else:
+        assert name in remaining, "Retain keeps the key with the retained data"
+        assert "RetainedDeidentificationKey" in events
+        await kube.delete(Secret, name, namespace=ingest_ns)
+        await research_project.finalize(
+            name=project_name, raw_spec={**spec, "deletionPolicy": "Delete"},
+            backends=research_project.Backends(kube, s3), settings=settings, recorder=ListRecorder(), today=today,
+        )  # fmt: skip
+
+
+async def test_finding_14_7_deletion_removes_what_was_made_after_the_naming_templates_changed(
+    kube: AsyncClient, s3: s3_minio.S3Clients, minio: dict[str, Any], project_name: str
+) -> None:
+    spec = ProjectBuilder(project_name).member("bob").valid_until(VALID_UNTIL.isoformat()).deletion("Delete").spec()
+    today = VALID_UNTIL - datetime.timedelta(days=30)
+    made, _ = await _run(kube, s3, minio, project_name, spec, None, today)
+    assert (made.status["namespace"], made.status["bucket"]) == (project_name, project_name)
+
+    # The platform team renames the templates; the project keeps its names, and its deletion finds them.
+    naming = {"namespace": "ns-{project}", "bucket": "data-{project}", "group": "grp-{project}"}
+    renamed = parse({"s3": {"endpoint": minio["endpoint"], "secure": False}, "naming": naming})
+    again = await research_project.reconcile(
+        name=project_name, generation=1, raw_spec=spec, current_status=made.status,
+        backends=research_project.Backends(kube, s3), settings=renamed, recorder=ListRecorder(), today=today,
+    )  # fmt: skip
+    assert (again.status["namespace"], again.status["bucket"], again.writes) == (project_name, project_name, 0)
+    finalized = await research_project.finalize(
+        name=project_name, raw_spec=spec, backends=research_project.Backends(kube, s3), settings=renamed,
+        recorder=ListRecorder(), today=today, current_status=again.status,
+    )  # fmt: skip
+    assert finalized.done, finalized.message
+    assert not s3.s3.bucket_exists(project_name), "the bucket made under the old template was left behind"
+    namespace = await kube.get(Namespace, project_name)
+    assert namespace.metadata.deletionTimestamp is not None or namespace.status.phase == "Terminating"

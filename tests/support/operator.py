@@ -46,6 +46,8 @@ class OperatorProcess:
         self.metrics_port = 0
         self.liveness_port = 0
         self.extra_args: list[str] = []
+        self.wait_until_live = True
+        """start() returns once the liveness endpoint answers; False: at once (a chaos test's restarts)."""
         self.env: dict[str, str] = {}
         """Extra environment (backend passwords, the signing key), as a Secret would provide it."""
 
@@ -75,12 +77,19 @@ class OperatorProcess:
                  "--metrics-port", str(self.metrics_port), "--verbose", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
+        if not self.wait_until_live:
+            return self
         wait_for(
             lambda: self._alive() and http_ok(f"http://127.0.0.1:{self.liveness_port}/healthz"),
             timeout=timeouts.OPERATOR_START,
             what="the operator's liveness endpoint",
         )
         return self
+
+    def healthy(self) -> bool:
+        """Running and answering on its liveness endpoint."""
+        return bool(self.proc and self.proc.poll() is None
+                    and http_ok(f"http://127.0.0.1:{self.liveness_port}/healthz"))  # fmt: skip
 
     def _alive(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:

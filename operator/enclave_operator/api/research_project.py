@@ -226,12 +226,33 @@ class MemberStatus(ApiModel):
     )
 
 
+KeyFate = Literal["Kept", "Deleted"]
+
+
+class DeidentificationKeyStatus(ApiModel):
+    """DeidentificationKeyStatus: where the project's de-identification key lives and what deletion does with it."""
+
+    secret: str = pydantic.Field(
+        description="secret: <namespace>/<name> of the Secret holding the key (created by the first DataIngest, "
+        "in the ingest namespace where researchers have no access).",
+        max_length=317,
+    )
+    on_delete: KeyFate = pydantic.Field(
+        description="onDelete: Kept (deletionPolicy Retain: the retained data and a project adopting it keep "
+        "their pseudonyms) or Deleted (deletionPolicy Delete: a later project with this name gets a new key, so "
+        "its pseudonyms never link to this project's).",
+    )
+
+
 class ResearchProjectStatus(ConditionedStatus):
     """ResearchProjectStatus: what the operator observed and did."""
 
     namespace: str | None = pydantic.Field(None, description="namespace: the project's namespace.", max_length=63)
     bucket: str | None = pydantic.Field(None, description="bucket: the project's S3 bucket.", max_length=63)
     group: str | None = pydantic.Field(None, description="group: the project's identity group.", max_length=64)
+    slurm_account: str | None = pydantic.Field(
+        None, description="slurmAccount: the project's Slurm account, when it has one.", max_length=64
+    )
     member_count: int | None = pydantic.Field(
         None, description="memberCount: number of members whose access has not expired.", ge=0
     )
@@ -239,6 +260,9 @@ class ResearchProjectStatus(ConditionedStatus):
         None,
         description="validUntil: the end date in force: spec.validUntil, or the last approved date while an "
         "extension waits for a platform admin's approval.",
+    )
+    deidentification_key: DeidentificationKeyStatus | None = pydantic.Field(
+        None, description="deidentificationKey: the project's de-identification key Secret and its fate on deletion."
     )
     members: list[MemberStatus] = pydantic.Field(
         default_factory=list,

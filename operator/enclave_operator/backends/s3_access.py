@@ -28,6 +28,7 @@ from enclave_operator.backends.errors import BackendRejected
 from enclave_operator.backends.kube_namespace import MANAGED_BY, MANAGED_BY_LABEL
 from enclave_operator.backends.ownership import NotOwned, OwnedNamespaces, Owner
 from enclave_operator.backends.s3_minio import NOT_FOUND_CODES, AdminError, S3Clients, s3_call
+from enclave_operator.ingest import layout
 from minio import Minio
 
 READ_BUCKET = ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketVersions"]
@@ -36,11 +37,16 @@ WRITE_BUCKET = ["s3:ListBucketMultipartUploads"]
 WRITE_OBJECTS = [
     "s3:PutObject",
     "s3:DeleteObject",
-    "s3:DeleteObjectVersion",
     "s3:PutObjectTagging",
     "s3:AbortMultipartUpload",
     "s3:ListMultipartUploadParts",
 ]
+"""Writers change and delete objects, never object versions: with versioning on, a delete leaves a delete marker
+and every earlier version stays readable (issue 14.6). Not granting s3:DeleteObjectVersion is not enough: MinIO
+lets s3:DeleteObject remove a version too unless s3:DeleteObjectVersion is denied explicitly (bucket_policy)."""
+PROTECT_RECORDS = ["s3:PutObject", "s3:DeleteObject", "s3:PutObjectTagging", "s3:DeleteObjectTagging"]
+"""Denied to writers on the ingests' records (layout.RECORD_PATTERNS): provenance cannot be rewritten or removed.
+The controller writes the provenance manifest with its own credential, the workers with theirs."""
 SECRET_NAME = "project-s3"
 """The Secret in the project namespace that holds the project credential."""
 
@@ -49,13 +55,16 @@ def bucket_policy(bucket: str, writable: bool) -> dict[str, Any]:
     """An IAM policy that allows one bucket and nothing else."""
     bucket_actions = READ_BUCKET + (WRITE_BUCKET if writable else [])
     object_actions = READ_OBJECTS + (WRITE_OBJECTS if writable else [])
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Action": sorted(bucket_actions), "Resource": [f"arn:aws:s3:::{bucket}"]},
-            {"Effect": "Allow", "Action": sorted(object_actions), "Resource": [f"arn:aws:s3:::{bucket}/*"]},
-        ],
-    }
+    statements: list[dict[str, Any]] = [
+        {"Effect": "Allow", "Action": sorted(bucket_actions), "Resource": [f"arn:aws:s3:::{bucket}"]},
+        {"Effect": "Allow", "Action": sorted(object_actions), "Resource": [f"arn:aws:s3:::{bucket}/*"]},
+    ]
+    if writable:
+        records = [f"arn:aws:s3:::{bucket}/{pattern}" for pattern in layout.RECORD_PATTERNS]
+        objects = [f"arn:aws:s3:::{bucket}/*"]
+        statements.append({"Effect": "Deny", "Action": ["s3:DeleteObjectVersion"], "Resource": objects})
+        statements.append({"Effect": "Deny", "Action": sorted(PROTECT_RECORDS), "Resource": records})
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def policy_names(bucket: str) -> tuple[str, str]:

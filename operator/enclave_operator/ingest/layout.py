@@ -40,6 +40,11 @@ def manifest_key(prefix: str) -> str:
     return f"{_prefix(prefix)}_manifest.json"
 
 
+RECORD_PATTERNS = ("_manifest.json", "*/_manifest.json", "_enclave/*", "*/_enclave/*")
+"""Keys (S3 policy wildcards, under any destination prefix) of the ingests' records: the provenance manifest,
+the shard manifests and progress. Project members may read them and never change or delete them."""
+
+
 def dicom_key(prefix: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
     """Output key of a de-identified instance (the UIDs are the *new* ones)."""
     for uid in (study_uid, series_uid, sop_uid):

@@ -98,9 +98,11 @@ def _value(ds: dict[str, Any], tag: str) -> str | None:
 class DicomWebSource:
     """QIDO-RS studies -> series -> instances; WADO-RS instance retrieval (original transfer syntax)."""
 
-    def __init__(self, spec: DicomWebSpec, username: str | None, password: str | None, retries: int) -> None:
+    def __init__(self, spec: DicomWebSpec, username: str | None, password: str | None, retries: int,
+                 page_size: int = PAGE_SIZE) -> None:  # fmt: skip
         self.spec = spec
         self.retries = retries
+        self.page_size = page_size
         self.name = "dicomweb"
         self.session = requests.Session()
         if username is not None and password is not None:
@@ -124,22 +126,54 @@ class DicomWebSource:
         return with_retries(attempt, self.retries, retry_on=(SourceUnavailable,))
 
     def _paged(self, what: str, search: Any, tag: str, **kwargs: Any) -> set[str]:
-        """All values of ``tag`` over QIDO pages (limit/offset).
+        """All values of ``tag`` over QIDO pages (limit/offset), never silently fewer (issue 14.7).
 
         Not dicomweb-client's ``get_remaining``: it loops forever against servers that ignore
-        ``offset`` (Orthanc does for some filters, e.g. ModalitiesInStudy). Paging stops at an
-        empty page or at a page that adds nothing new. A short page does not stop it: servers may
-        cap a page below ``limit`` (PS3.18 6.7.1.2, with a Warning header the client hides).
+        ``offset``. Paging stops at an empty page or at a page that adds nothing new. A short page
+        does not stop it: servers may cap a page below ``limit`` (PS3.18 6.7.1.2, with a Warning
+        header the client hides).
+
+        Servers that page wrongly end the pages early: Orthanc 1.10 applies ``offset`` only inside the
+        ``limit`` window for some filters (``ModalitiesInStudy``: ``limit=2&offset=2`` is empty with
+        three matches), others ignore ``offset``. So when a page came back full, one more query for
+        one result more than found (``offset=0``) confirms the listing; if it shows anything new, the
+        listing continues with growing ``limit`` from ``offset=0`` (no offset needed), and fails
+        clearly if the server will not return more.
         """
+        def values(limit: int, offset: int) -> tuple[int, set[str]]:
+            page = self._qido(what, lambda: search(limit=limit, offset=offset, **kwargs))
+            return len(page), {u for r in page if (u := _value(r, tag))}
+
         found: set[str] = set()
-        offset = 0
+        offset, full, count = 0, False, 0
         for _ in range(MAX_PAGES):
-            page = self._qido(what, lambda offset=offset: search(limit=PAGE_SIZE, offset=offset, **kwargs))
-            new = {u for r in page if (u := _value(r, tag))} - found
+            count, page = values(self.page_size, offset)
+            full = full or count >= self.page_size
+            new = page - found
             found |= new
-            if not page or not new:
+            if not count or not new:
+                break
+            offset += count
+        else:
+            raise SourceUnavailable(f"{what} failed: more than {MAX_PAGES} pages")
+        if not full:
+            return found
+        repeated = count > 0  # the last page was not empty and added nothing: offset is ignored
+        limit = len(found) + 1
+        for attempt in range(MAX_PAGES):  # whole prefixes from offset 0, each one page longer than what is known
+            # (a server that caps answers silently, with no Warning header, is indistinguishable from a complete one)
+            count, page = values(limit, 0)
+            if not page - found:
+                if count >= limit or (repeated and attempt == 0 and count == self.page_size):
+                    raise SourceUnavailable(
+                        f"{what} incomplete: the source ignores the QIDO offset and returns at most {count} "
+                        "results; narrow spec.source.dicomweb.query or list spec.source.dicomweb.studies"
+                    )
+                return found  # fewer than asked for and nothing new: that is all the source holds
+            found |= page
+            if count < limit:
                 return found
-            offset += len(page)
+            limit = len(found) + self.page_size
         raise SourceUnavailable(f"{what} failed: more than {MAX_PAGES} pages")
 
     @staticmethod

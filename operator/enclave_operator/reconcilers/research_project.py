@@ -20,7 +20,7 @@ from typing import Any
 
 import pydantic
 from lightkube import AsyncClient
-from lightkube.resources.core_v1 import LimitRange, ResourceQuota
+from lightkube.resources.core_v1 import LimitRange, ResourceQuota, Secret
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
@@ -32,6 +32,7 @@ from enclave_operator.backends import (
     identity,
     identity_freeipa,
     identity_ldap,
+    kube_create_only,
     kube_namespace,
     kube_objects,
     ownership,
@@ -43,6 +44,7 @@ from enclave_operator.backends import (
 from enclave_operator.backends.adapter import Adapter
 from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import Recorder
+from enclave_operator.ingest import job as ingest_job
 from enclave_operator.quantity import to_bytes
 from enclave_operator.reconcilers import approval, project_space
 from enclave_operator.settings import OperatorSettings
@@ -96,12 +98,22 @@ def reserved_by(namespace: str, settings: OperatorSettings) -> str | None:
     return next((p for p in reserved_namespaces(settings) if fnmatch.fnmatchcase(namespace, p)), None)
 
 
+RECORDED_NAMES = ("namespace", "bucket", "group", "slurmAccount")
+"""Status fields that hold the backend names a project got at its first reconcile (see `plan`)."""
+
+
 def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings, today: datetime.date,
-         uid: str = "") -> ProjectPlan:  # fmt: skip
-    """Derive backend names and desired states; raise InvalidPlan naming what is wrong."""
-    namespace = settings.naming.namespace.format(project=name)
-    bucket = settings.naming.bucket.format(project=name)
-    group = settings.naming.group.format(project=name)
+         uid: str = "", recorded: Mapping[str, Any] | None = None) -> ProjectPlan:  # fmt: skip
+    """Derive backend names and desired states; raise InvalidPlan naming what is wrong.
+
+    Names come from the naming templates once: `recorded` (the project's status) keeps them for the project's
+    life, so a template renamed later applies to new projects and the deletion removes what was really made
+    (issue 14.7). A recorded name is no licence: every part still claims its thing before touching it.
+    """
+    names = {key: str(value) for key, value in (recorded or {}).items() if key in RECORDED_NAMES and value}
+    namespace = names.get("namespace") or settings.naming.namespace.format(project=name)
+    bucket = names.get("bucket") or settings.naming.bucket.format(project=name)
+    group = names.get("group") or settings.naming.group.format(project=name)
     owner = ownership.Owner(name, uid, adopt=frozenset(spec.adopt))
     if not DNS_LABEL.match(namespace):
         raise InvalidPlan(f"metadata.name: namespace name {namespace!r} (from naming.namespace) is not a DNS label")
@@ -119,7 +131,7 @@ def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings, today
     cordoned = is_cordoned(spec, today)
     slurm = None
     if spec.compute.slurm is not None:
-        account = settings.naming.slurm_account.format(project=name)
+        account = names.get("slurmAccount") or settings.naming.slurm_account.format(project=name)
         users = [user for user, role in active if role in WRITER_ROLES]  # viewers read; they do not submit jobs
         try:
             slurm = slurm_accounts.desired_account(
@@ -222,6 +234,24 @@ def adapters(
         ),
         *_scheduler(project, backends),
     ]
+
+
+def deidentification_key(project: ProjectPlan, backends: Backends, settings: OperatorSettings) -> Adapter:
+    """The project's de-identification key Secret (issue 14.5), for deletion only: the project's first
+    DataIngest makes it (reconcilers/data_ingest.py), never this. The project's deletion removes it under
+    deletionPolicy Delete, so a later project with the same name never inherits the key (its pseudonyms would
+    link to this project's), and keeps it under Retain with the data."""
+    meta = {"name": ingest_job.key_secret_name(project.name), "namespace": settings.ingest.namespace}
+    manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": meta}
+    return kube_create_only.CreateOnlyAdapter(backends.kube, Secret, manifest, part=reasons.STORAGE_READY,
+                                              noun="DeidentificationKey", keep_on_delete=True)  # fmt: skip
+
+
+def key_status(project: ProjectPlan, settings: OperatorSettings) -> dict[str, str]:
+    """status.deidentificationKey: where the key lives and what deletion will do with it."""
+    kept = project.spec.deletion_policy == "Retain"
+    secret = f"{settings.ingest.namespace}/{ingest_job.key_secret_name(project.name)}"
+    return {"secret": secret, "onDelete": "Kept" if kept else "Deleted"}
 
 
 NEEDS: Mapping[str, tuple[str, ...]] = {
@@ -370,7 +400,7 @@ async def reconcile(
     current = dict(current_status or {})
     try:
         requested = ResearchProjectSpec.model_validate(dict(raw_spec))
-        plan(name, requested, settings, today, uid)  # an invalid request stalls, approved or not
+        plan(name, requested, settings, today, uid, current)  # an invalid request stalls, approved or not
     except pydantic.ValidationError as error:
         message = spec_error(error)
         recorder.event("Warning", reasons.EVENT_INVALID_SPEC, message)
@@ -384,7 +414,7 @@ async def reconcile(
     decision = approval.decide(requested, found, settings.self_service, name, baseline_valid_until=baseline,
                                unverified=unverified)  # fmt: skip
     spec = decision.effective
-    project = plan(name, spec, settings, today, uid)
+    project = plan(name, spec, settings, today, uid, current)
     approved = conditions.Cond(reasons.APPROVED, "True" if decision.approved else "False", decision.reason,
                                decision.message)  # fmt: skip
     previous = conditions.get(current.get("conditions", []), reasons.APPROVED) or {}
@@ -422,9 +452,11 @@ async def reconcile(
         "namespace": project.namespace.name,
         "bucket": project.bucket.name,
         "group": project.group,
+        **({"slurmAccount": project.slurm.name} if project.slurm is not None else {}),
         "memberCount": len(project.active),
         "members": members,
         "validUntil": spec.valid_until.isoformat(),
+        "deidentificationKey": key_status(project, settings),
     }
     retry = any(o.retry for _, o in pairs)
     not_ready = [c for c in parts if c.status != "True"]
@@ -457,16 +489,19 @@ async def finalize(
     recorder: Recorder,
     today: datetime.date,
     uid: str = "",
+    current_status: Mapping[str, Any] | None = None,
 ) -> managed.FinalizeOutcome:
-    """Remove (or retain, per deletionPolicy) every part, in reverse order; done when all agree."""
+    """Remove (or retain, per deletionPolicy) every part, in reverse order; done when all agree. The names are
+    the ones recorded in `current_status` (what was made), not what the templates give today."""
     try:
         spec = ResearchProjectSpec.model_validate(dict(raw_spec))
-        project = plan(name, spec, settings, today, uid)
+        project = plan(name, spec, settings, today, uid, current_status)
     except (pydantic.ValidationError, InvalidPlan):
         # A spec that never planned never created anything: there is nothing to remove.
         return managed.FinalizeOutcome(True, "nothing was provisioned for an invalid spec")
     messages = []
-    for adapter in reversed(adapters(project, backends, settings)):
+    parts = [*reversed(adapters(project, backends, settings)), deidentification_key(project, backends, settings)]
+    for adapter in parts:
         outcome = await managed.finalize_part(adapter, spec.deletion_policy, recorder)
         if not outcome.done:
             return outcome

@@ -86,6 +86,9 @@ def local_values(minio: dict[str, Any], freeipa: dict[str, Any], orthanc: dict[s
             "ingest": {"namespace": INGEST_NAMESPACE, "pollSeconds": poll_seconds, "stewardGroups": steward_groups,
                        "sources": [{"name": "research-pacs", "kind": "dicomweb", "url": orthanc["dicomweb_root"],
                                     "credentialsSecret": "research-pacs-credentials"}]},
+            # FederatedNode backups into the same MinIO (a bucket of its own), keys from the credentials Secret.
+            "federation": {"backupTargets": [{"name": "offsite", "endpoint": minio["endpoint"], "secure": False,
+                                              "timeoutSeconds": 5}]},
         },  # fmt: skip
         "extraVolumes": [{"name": "backend-ca", "configMap": {"name": CA_CONFIG_MAP}}],
         "extraVolumeMounts": [{"name": "backend-ca", "mountPath": "/etc/enclave-ca", "readOnly": True}],
@@ -98,6 +101,8 @@ def prepare(kubectl: Any, minio: dict[str, Any], freeipa: dict[str, Any]) -> Non
     kubectl("create", "secret", "generic", CREDENTIALS_SECRET, "-n", NAMESPACE,
             f"--from-literal=ENCLAVE_S3_ACCESS_KEY={minio['access_key']}",
             f"--from-literal=ENCLAVE_S3_SECRET_KEY={minio['secret_key']}",
+            f"--from-literal=ENCLAVE_BACKUP_S3_ACCESS_KEY={minio['access_key']}",
+            f"--from-literal=ENCLAVE_BACKUP_S3_SECRET_KEY={minio['secret_key']}",
             f"--from-literal=ENCLAVE_IPA_PASSWORD={freeipa['password']}")  # fmt: skip
     kubectl("create", "configmap", CA_CONFIG_MAP, "-n", NAMESPACE, f"--from-file=ipa.crt={freeipa['ca_cert']}")
 

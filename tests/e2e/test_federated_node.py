@@ -22,6 +22,7 @@ from minio import Minio
 from support import timeouts
 from support.builders import NodeBuilder
 from support.cluster import Cluster
+from support.gitops import assert_health
 from support.operator import OperatorProcess
 from support.projects import condition, events_for, wait_gone
 from support.wait import wait_for
@@ -67,6 +68,7 @@ def test_a_compliant_node_becomes_ready_is_backed_up_restores_byte_identical_and
     crds.apply(yaml.safe_dump(node.obj()))
     try:
         obj = _wait_condition(crds, node_name, "Ready", "True", timeouts.BACKUP)
+        assert_health(obj, "Healthy", "Current")  # Argo CD's Lua check and Flux's kstatus on the live object
         status = obj["status"]
         assert status["reachability"]["state"] == "Online"
         assert status["compliance"]["failed"] == 0 and status["backup"]["lastSuccess"]["snapshot"]
@@ -114,6 +116,7 @@ def test_a_compliant_node_becomes_ready_is_backed_up_restores_byte_identical_and
         reachable = condition(_node(crds, node_name), reasons.REACHABLE)
         assert reachable and (reachable["status"], reachable["reason"]) == ("False", reasons.REASON_OFFLINE)
         assert condition(_node(crds, node_name), reasons.READY)["status"] == "False"
+        assert_health(_node(crds, node_name), "Degraded", "InProgress")
         described = crds.run("describe", "federatednode", node_name).stdout
         assert "CannotReachNode" in described and "connection refused" in described
         assert ("Warning", "CannotReachNode") in {(t, r) for t, r, _ in events_for(crds, node_name)}

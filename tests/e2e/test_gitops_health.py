@@ -19,20 +19,16 @@ from typing import Any
 import pytest
 import yaml
 
-from enclave_operator import metrics
 from localenv.podrunner import podrunner_service
-from localenv.runtime import CHART, REPO_ROOT, RunDir
+from localenv.runtime import REPO_ROOT, RunDir
 from support import timeouts
 from support.builders import ProjectBuilder
 from support.cluster import Cluster
-from support.helm import go_tool, run_json_tool
+from support.gitops import assert_health, judge
 from support.operator import OperatorProcess
 from support.projects import condition, wait_ready
 from support.wait import wait_for
 
-HEALTH_LUA = CHART / "files" / "argocd" / "health.lua"
-ARGO_BY_STATE = {"Ready": "Healthy", "Progressing": "Progressing", "Stalled": "Degraded",
-                 "AwaitingApproval": "Suspended", "Cordoned": "Suspended", "Deleting": "Progressing"}  # fmt: skip
 INGEST_NAMESPACE = "enclave-ingest"
 STEWARDS = "enclave:data-stewards"
 
@@ -42,32 +38,9 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("live-objects")
 
 
-@pytest.fixture(scope="module")
-def judges() -> tuple[str, str]:
-    return go_tool("argocd-lua-health", "argolua"), go_tool("kstatus")
-
-
 def _capture(directory: Path, label: str, obj: dict[str, Any]) -> dict[str, Any]:
     (directory / f"{label}.json").write_text(json.dumps(obj, indent=2))
     return obj
-
-
-def _judge(judges: tuple[str, str], obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    argo, kstatus = judges
-    (lua,) = run_json_tool(argo, [str(HEALTH_LUA)], [obj])
-    (flux,) = run_json_tool(kstatus, [], [obj])
-    return lua, flux
-
-
-def _assert_health(judges: tuple[str, str], obj: dict[str, Any], argo: str, flux: str) -> None:
-    lua, kstatus = _judge(judges, obj)
-    name = f"{obj['kind']} {obj['metadata']['name']}"
-    assert lua["status"] == argo, f"{name}: Argo CD says {lua}, expected {argo}; status: {obj.get('status')}"
-    assert kstatus["status"] == flux, f"{name}: kstatus says {kstatus}, expected {flux}; status: {obj.get('status')}"
-    assert lua["message"], f"{name}: Argo CD shows no message"
-    if obj.get("status"):
-        state = metrics.state_of(obj["status"], deleting=bool(obj["metadata"].get("deletionTimestamp")))
-        assert ARGO_BY_STATE[state] == argo, f"{name}: the operator's enclave_objects state {state} disagrees"
 
 
 def _until(cluster: Cluster, what: str, check: Any, *args: str) -> dict[str, Any]:
@@ -75,23 +48,23 @@ def _until(cluster: Cluster, what: str, check: Any, *args: str) -> dict[str, Any
 
 
 def test_research_project_health_in_argo_cd_and_flux(
-    crds: Cluster, operator: OperatorProcess, project_name: str, captured: Path, judges: tuple[str, str]
+    crds: Cluster, operator: OperatorProcess, project_name: str, captured: Path
 ) -> None:
     # Just created: the API server's answer to the create, before the operator wrote any status.
     manifest = yaml.safe_dump(ProjectBuilder(project_name).deletion("Delete").obj())
     created = json.loads(crds.run("create", "-o", "json", "-f", "-", input=manifest).stdout)
-    lua, flux = _judge(judges, _capture(captured, "project-created", created))
+    lua, flux = judge(_capture(captured, "project-created", created))
     assert lua["status"] == "Progressing", lua
     assert flux["status"] == "Current", "kstatus reads an object without status as Current (see the GitOps guide)"
 
     ready = _capture(captured, "project-ready", wait_ready(crds, project_name))
-    _assert_health(judges, ready, "Healthy", "Current")
+    assert_health(ready, "Healthy", "Current")
 
     # Someone takes the namespace's ownership label away: the project must not touch it any more (NotOwned).
     crds.run("label", "namespace", project_name, "enclave.io/project-")
     stalled = _until(crds, "Stalled", lambda o: (condition(o, "Stalled") or {}).get("status") == "True",
                      "researchproject", project_name)  # fmt: skip
-    _assert_health(judges, _capture(captured, "project-stalled", stalled), "Degraded", "Failed")
+    assert_health(_capture(captured, "project-stalled", stalled), "Degraded", "Failed")
     crds.run("label", "namespace", project_name, f"enclave.io/project={project_name}")
     wait_ready(crds, project_name)
 
@@ -102,13 +75,13 @@ def test_research_project_health_in_argo_cd_and_flux(
     cordoned = _until(crds, "Cordoned", lambda o: (condition(o, "Cordoned") or {}).get("status") == "True"
                       and o["status"].get("observedGeneration") == o["metadata"]["generation"],
                       "researchproject", project_name)  # fmt: skip
-    _assert_health(judges, _capture(captured, "project-cordoned", cordoned), "Suspended", "Current")
+    assert_health(_capture(captured, "project-cordoned", cordoned), "Suspended", "Current")
     assert obj is not None
     crds.run("delete", "researchproject", project_name, "--timeout=60s")
 
 
 def test_project_awaiting_approval_is_suspended_for_argo_cd_and_in_progress_for_flux(
-    crds: Cluster, operator: OperatorProcess, project_name: str, captured: Path, judges: tuple[str, str]
+    crds: Cluster, operator: OperatorProcess, project_name: str, captured: Path
 ) -> None:
     big = ProjectBuilder(project_name).deletion("Delete").obj()
     big["spec"]["compute"] = {"kubernetes": {"gpu": 4}}
@@ -119,7 +92,7 @@ def test_project_awaiting_approval_is_suspended_for_argo_cd_and_in_progress_for_
     waiting = _until(crds, "AwaitingApproval",
                      lambda o: (condition(o, "Ready") or {}).get("reason") == "AwaitingApproval",
                      "researchproject", project_name)  # fmt: skip
-    _assert_health(judges, _capture(captured, "project-awaiting-approval", waiting), "Suspended", "InProgress")
+    assert_health(_capture(captured, "project-awaiting-approval", waiting), "Suspended", "InProgress")
     crds.run("delete", "researchproject", project_name, "--timeout=60s")
 
 
@@ -141,7 +114,7 @@ def worker_node(crds: Cluster, orthanc: dict[str, Any], run_dir: RunDir) -> Iter
 
 
 def test_data_ingest_health_in_argo_cd_and_flux(
-    worker_node: Cluster, operator: OperatorProcess, project_name: str, captured: Path, judges: tuple[str, str]
+    worker_node: Cluster, operator: OperatorProcess, project_name: str, captured: Path
 ) -> None:
     crds = worker_node
     ingest = {"apiVersion": "enclave.io/v1alpha1", "kind": "DataIngest",
@@ -153,7 +126,7 @@ def test_data_ingest_health_in_argo_cd_and_flux(
     crds.apply(yaml.safe_dump(ingest))
     pending = _until(crds, "Pending", lambda o: (o.get("status") or {}).get("phase") == "Pending",
                      "dataingest", "gitops", "-n", project_name)  # fmt: skip
-    _assert_health(judges, _capture(captured, "ingest-pending", pending), "Progressing", "InProgress")
+    assert_health(_capture(captured, "ingest-pending", pending), "Progressing", "InProgress")
     crds.run("delete", "dataingest", "gitops", "-n", project_name, "--timeout=60s")
     crds.run("delete", "namespace", project_name, "--timeout=60s")
 
@@ -162,12 +135,12 @@ def test_data_ingest_health_in_argo_cd_and_flux(
     crds.apply(yaml.safe_dump(ingest))
     waiting = _until(crds, "AwaitingApproval", lambda o: (o.get("status") or {}).get("phase") == "AwaitingApproval",
                      "dataingest", "gitops", "-n", project_name)  # fmt: skip
-    _assert_health(judges, _capture(captured, "ingest-awaiting-approval", waiting), "Suspended", "InProgress")
+    assert_health(_capture(captured, "ingest-awaiting-approval", waiting), "Suspended", "InProgress")
 
     crds.run("annotate", "dataingest", "gitops", "-n", project_name, "enclave.io/approve=yes", "--as=steve",
              f"--as-group={STEWARDS}")  # fmt: skip
     done = _until(crds, "the ingest to end", lambda o: (o.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
                   "dataingest", "gitops", "-n", project_name)  # fmt: skip
     assert done["status"]["phase"] == "Succeeded", done["status"]
-    _assert_health(judges, _capture(captured, "ingest-succeeded", done), "Healthy", "Current")
+    assert_health(_capture(captured, "ingest-succeeded", done), "Healthy", "Current")
     crds.run("delete", "researchproject", project_name, "--timeout=60s")

@@ -12,6 +12,7 @@ operator: what it does, it does with the chart's RBAC.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from enclave_operator import reasons
 from localenv import environment
 from localenv import helm as chart
 from localenv.plane import start_plane
@@ -29,7 +31,7 @@ from localenv.podrunner import container_pid, podrunner_service
 from localenv.podsandbox import host_path
 from localenv.runtime import REPO_ROOT, RunDir
 from support import timeouts
-from support.builders import ProjectBuilder
+from support.builders import NodeBuilder, ProjectBuilder
 from support.cluster import Cluster, kubectl_binary
 from support.helm import Helm, go_tool
 from support.projects import condition, wait_gone, wait_ready
@@ -152,6 +154,30 @@ def test_project_and_ingest_become_ready_with_only_the_charts_rbac(release: Clus
     assert done["status"]["progress"]["done"] == 3
 
 
+def test_federated_node_parts_become_ready_with_only_the_charts_rbac(release: Cluster) -> None:
+    """Its namespace (the operator binds itself there for the store credential, and may then grant integrators
+    read access to named Secrets), its store, and its backup parts in the backup namespace. The probes fail (no
+    test host here): Reachable is not what this checks."""
+    name = "chart-node"
+    node = NodeBuilder(name).deletion("Delete")
+    node.integrator("alice", (datetime.date.today() + datetime.timedelta(days=30)).isoformat())
+    node.credential_secrets("node-s3")  # the integrators' Role: the operator grants only what it may read itself
+    release.apply(yaml.safe_dump(node.obj()))
+    parts = (reasons.NAMESPACE_READY, reasons.STORAGE_READY, reasons.BACKUP_READY)
+
+    def ready() -> dict[str, Any] | None:
+        obj = release.get_json("federatednode", name)
+        return obj if all((condition(obj, p) or {}).get("status") == "True" for p in parts) else None
+
+    obj = wait_for(ready, timeout=timeouts.READY * 2, what="the node's namespace, store and backup parts")
+    assert obj is not None
+    binding = release.get_json("rolebinding", "enclave-operator", "-n", f"fn-{name}")
+    assert binding["roleRef"]["name"] == f"{RELEASE}-namespace"
+    assert release.get_json("secret", "node-s3", "-n", f"fn-{name}") is not None
+    assert release.get_json("role", "fn-integrator-credentials", "-n", f"fn-{name}") is not None
+    release.run("delete", "federatednode", name, "--wait=false")
+
+
 def _ingest_phase(cluster: Cluster, namespace: str) -> str | None:
     return ((cluster.get_json("dataingest", "ct-1", "-n", namespace) or {}).get("status") or {}).get("phase")
 
@@ -172,6 +198,7 @@ def test_effective_permissions_are_pinned(release: Cluster) -> None:
         "any other namespace (cluster-wide rules only)": "kube-system",
         "the release namespace": NAMESPACE,
         "the ingest namespace": INGEST,
+        "the backup namespace": "enclave-backup",
         "a project namespace (the operator bound itself there)": "chart-onco",
     }
     text = ("# The operator service account's effective permissions (`kubectl auth can-i --list`), pinned by\n"

@@ -16,6 +16,7 @@ import promql_parser
 import pytest
 import yaml
 
+from enclave_operator.api import crdgen
 from localenv.runtime import CHART
 from support.cluster import Cluster
 from support.helm import Helm, find, go_tool, rendered, template
@@ -82,7 +83,7 @@ def test_rendered_chart_passes_server_side_dry_run(helm: Helm, crds: Cluster) ->
     crds.run("apply", "--server-side", "--force-conflicts", "-f",
              str(CHART / "crds" / "kopf.dev_clusterkopfpeerings.yaml"))
     crds.run("wait", "--for=condition=Established", "--timeout=60s", "crd/clusterkopfpeerings.kopf.dev")
-    for ns in (NAMESPACE, "enclave-ingest"):
+    for ns in (NAMESPACE, "enclave-ingest", "enclave-backup"):
         crds.run("create", "namespace", ns, check=False)
     namespaces = [o for o in objects if o["kind"] == "Namespace"]
     rest = [o for o in objects if o["kind"] != "Namespace"]
@@ -234,8 +235,7 @@ def test_alert_rules_are_valid_promql(helm: Helm) -> None:
 
 def test_argocd_snippet_has_one_health_check_per_kind(helm: Helm) -> None:
     data = find(rendered(helm, EVERYTHING), "ConfigMap", "enclave-operator-argocd-health")["data"]
-    assert sorted(data) == ["resource.customizations.health.enclave.io_DataIngest",
-                            "resource.customizations.health.enclave.io_ResearchProject"]  # fmt: skip
+    assert sorted(data) == sorted(f"resource.customizations.health.enclave.io_{info.kind}" for _, info in crdgen.KINDS)
     assert all(v == (CHART / "files" / "argocd" / "health.lua").read_text() for v in data.values())
 
 

@@ -74,8 +74,25 @@ NODE_BACKUP_INTERVAL = Gauge("enclave_federated_node_backup_interval_seconds", "
 INGEST_ITEMS = Counter("enclave_ingest_items_total", "Items DataIngest workers finished, by result", ["result"])
 INGEST_BYTES = Counter("enclave_ingest_bytes_total", "Bytes DataIngest workers wrote into project buckets")
 
-STATES = ("Ready", "Progressing", "Stalled", "AwaitingApproval", "Cordoned", "Deleting")
+STATES = ("Ready", "Progressing", "Stalled", "Degraded", "AwaitingApproval", "Cordoned", "Deleting")
 """What `enclave_objects{state}` counts; every state is exported (0 when none), so a panel never shows no data."""
+DEGRADED_WHEN: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (reasons.COMPLIANT, "False", ()),
+    (reasons.LEGALLY_CLEARED, "False", ()),
+    (reasons.REACHABLE, "False", (reasons.REASON_OFFLINE,)),
+    (reasons.BACKUP_CURRENT, "False", (reasons.REASON_BACKUP_OVERDUE, reasons.REASON_BACKUP_FAILED)),
+)
+"""(condition, status, reasons (any when empty)) that need attention although the object is not Stalled (a
+FederatedNode out of compliance, offline or without a current backup); the Argo CD health check
+(charts/enclave-operator/files/argocd/health.lua) says Degraded for the same."""
+
+
+def _degraded(conditions: Mapping[str, Mapping[str, Any]]) -> bool:
+    for type_, status, why in DEGRADED_WHEN:
+        found = conditions.get(type_) or {}
+        if found.get("status") == status and (not why or found.get("reason") in why):
+            return True
+    return False
 
 
 def state_of(status: Mapping[str, Any] | None, *, deleting: bool = False) -> str:
@@ -86,6 +103,8 @@ def state_of(status: Mapping[str, Any] | None, *, deleting: bool = False) -> str
     ready = conditions.get(reasons.READY) or {}
     if (conditions.get(reasons.STALLED) or {}).get("status") == "True":
         return "Stalled"
+    if _degraded(conditions):
+        return "Degraded"
     if ready.get("status") == "False" and ready.get("reason") == "AwaitingApproval":
         return "AwaitingApproval"
     if (conditions.get(reasons.CORDONED) or {}).get("status") == "True":

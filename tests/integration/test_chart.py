@@ -228,7 +228,8 @@ def test_alert_rules_are_valid_promql(helm: Helm) -> None:
     """PromQL of every alert parses; that the metrics they name exist: tests/e2e/test_observability.py."""
     rules = find(rendered(helm, EVERYTHING), "PrometheusRule")["spec"]["groups"][0]["rules"]
     alerts = {r["alert"] for r in rules}
-    assert {"EnclaveOperatorDown", "EnclaveProjectStalled", "EnclaveBackendUnavailable"} <= alerts
+    assert {"EnclaveOperatorDown", "EnclaveProjectStalled", "EnclaveBackendUnavailable",
+            "EnclaveBackupOverdue"} <= alerts
     for rule in rules:
         assert _metric_names(promql_parser.parse(rule["expr"])), rule["alert"]
 

@@ -49,6 +49,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "enclave-operator.fullname" . }}-namespace
 {{- end -}}
 
+{{- define "enclave-operator.backupNamespace" -}}
+{{ (.Values.config.federation | default dict).backupNamespace | default "enclave-backup" }}
+{{- end -}}
+
 {{- define "enclave-operator.ingestNamespace" -}}
 {{ .Values.config.ingest.namespace | default "enclave-ingest" }}
 {{- end -}}

@@ -258,7 +258,7 @@ def parts(node: NodePlan, backends: Backends, settings: OperatorSettings) -> Nod
 NEEDS: Mapping[str, tuple[str, ...]] = {
     "NetworkPolicy": ("Namespace",),
     "IntegratorAccess": ("Namespace",),
-    "Credential": ("Namespace", "BucketPolicy"),
+    "Credential": ("Namespace", "BucketPolicy", "IntegratorAccess"),  # the operator's own access to Secrets first
     "BackupServiceAccount": ("BackupNamespace",),
     "RepositoryKey": ("BackupNamespace",),
     "BackupStoreCredential": ("BackupNamespace", "BackupPolicy"),

@@ -14,7 +14,7 @@ from enclave_operator.api.federated_node import FederatedNodeSpec
 from enclave_operator.backends.kube_namespace import MANAGED_BY, MANAGED_BY_LABEL
 from enclave_operator.backends.kube_objects import DesiredObject
 from enclave_operator.backends.ownership import Owner, labels_of
-from enclave_operator.reconcilers.project_space import network_policy
+from enclave_operator.reconcilers.project_space import OPERATOR_BINDING, network_policy
 from enclave_operator.settings import EgressSettings, KubernetesSettings
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -66,19 +66,38 @@ def network_policies(owner: Owner, namespace: str, spec: FederatedNodeSpec,
     return out
 
 
+def operator_access(owner: Owner, namespace: str, settings: KubernetesSettings) -> list[DesiredObject]:
+    """The operator itself holds its namespace role here when configured (kubernetes.operatorServiceAccount and
+    operatorNamespaceRole, as the Helm chart sets them), as in a project namespace: it writes the store credential
+    Secret, and it may grant the integrators read access only to Secrets it may read itself."""
+    if not (settings.operator_service_account and settings.operator_namespace_role):
+        return []
+    sa_namespace, sa_name = settings.operator_service_account.split("/", 1)
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(OPERATOR_BINDING, namespace, owner),
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": settings.operator_namespace_role},
+        "subjects": [{"kind": "ServiceAccount", "name": sa_name, "namespace": sa_namespace}],
+    }
+    return [DesiredObject(RoleBinding, binding)]
+
+
 def integrator_access(owner: Owner, namespace: str, secrets: Sequence[str], users: Sequence[str],
                       settings: KubernetesSettings) -> list[DesiredObject]:  # fmt: skip
     """A Role that may read exactly the named credential Secrets, bound to the integrators whose access is
-    active now; nothing when no Secret is named. Removing a user from `users` revokes their read access."""
+    active now; nothing when no Secret is named. Removing a user from `users` revokes their read access.
+    The operator's own binding (operator_access) comes first."""
+    own = operator_access(owner, namespace, settings)
     if not secrets:
-        return []
+        return own
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _metadata(CREDENTIALS_ROLE, namespace, owner),
         "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": sorted(secrets)}],
     }
-    out = [DesiredObject(Role, role)]
+    out = [*own, DesiredObject(Role, role)]
     if users:
         binding = {
             "apiVersion": "rbac.authorization.k8s.io/v1",

@@ -1,6 +1,7 @@
 -- Argo CD health of an Enclave Operator object (every kind), from its kstatus conditions:
 --   being deleted, or status not yet written for this generation      -> Progressing
 --   Stalled=True (needs a human: invalid spec, NotOwned, failed ingest) -> Degraded
+--   a FederatedNode not Compliant, not LegallyCleared, Offline, or with its backup overdue/failed -> Degraded
 --   waiting for a person: Ready=False with reason AwaitingApproval      -> Suspended
 --   Cordoned=True (the project's ethics approval ended; data kept)      -> Suspended
 --   Ready=True                                                          -> Healthy
@@ -46,6 +47,27 @@ if stalled ~= nil and stalled.status == "True" then
   hs.status = "Degraded"
   hs.message = say(stalled, "Stalled")
   return hs
+end
+-- Kept in step with metrics.DEGRADED_WHEN (the operator's own enclave_objects state): {type, status, reasons}.
+local degraded_when = {
+  { "Compliant", "False", {} },
+  { "LegallyCleared", "False", {} },
+  { "Reachable", "False", { "Offline" } },
+  { "BackupCurrent", "False", { "BackupOverdue", "BackupFailed" } },
+}
+for _, rule in ipairs(degraded_when) do
+  local c = condition(conditions, rule[1])
+  if c ~= nil and c.status == rule[2] then
+    local matches = #rule[3] == 0
+    for _, why in ipairs(rule[3]) do
+      if c.reason == why then matches = true end
+    end
+    if matches then
+      hs.status = "Degraded"
+      hs.message = say(c, rule[1])
+      return hs
+    end
+  end
 end
 if ready ~= nil and ready.status == "False" and ready.reason == "AwaitingApproval" then
   hs.status = "Suspended"

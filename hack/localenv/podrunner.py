@@ -411,7 +411,8 @@ class PodWorker(threading.Thread):
             spec_file = sandbox / "spec.json"
             spec_file.write_text(json.dumps({"dir": str(sandbox), "mounts": mounts, "env": env, "command": command,
                                              "workingDir": container.get("workingDir"),
-                                             "runtimePaths": self.node.runtime_paths(), **security}))  # fmt: skip
+                                             "runtimePaths": self.node.runtime_paths(),
+                                             "hostPaths": self.node.host_paths(), **security}))  # fmt: skip
             started = _now()
             self.node.log_dir.mkdir(parents=True, exist_ok=True)
             with open(self.node.log_dir / f"{self.name}.log", "ab") as log:
@@ -539,6 +540,11 @@ class Node:
         paths |= {os.path.realpath(d / "python3") for d in self.bin_dirs if (d / "python3").exists()}
         paths.add(os.path.realpath(sys.executable))
         return sorted(paths)
+
+    def host_paths(self) -> list[str]:
+        """Directories the containers' commands run from (this checkout, the bin dirs): kept visible even under a
+        volume mounted over an ancestor (podsandbox.keep_host_paths)."""
+        return sorted({os.path.realpath(REPO_ROOT), *(os.path.realpath(d) for d in self.bin_dirs if d.is_dir())})
 
     def register(self) -> None:
         self.kubectl.run("apply", "--server-side", "--force-conflicts", "--field-manager=podrunner", "-f", "-",

@@ -54,6 +54,18 @@ def open_path(root: Path, path: str) -> None:
             os.chmod(root / str(current).lstrip("/"), mode | 0o005)
 
 
+def keep_host_paths(root: Path, spec: dict[str, Any]) -> None:
+    """The stand-in runs commands from this checkout and its virtualenv; a volume mounted over one of their
+    ancestors (the chart's emptyDir at /tmp when the checkout is under /tmp) would hide them, so they are bound
+    back in place. A real image keeps its runtime outside its volumes."""
+    mount_paths = [host_path(m["mountPath"]).rstrip("/") + "/" for m in spec["mounts"]]
+    for path in spec.get("hostPaths") or []:
+        if any(path.startswith(mount_path) for mount_path in mount_paths):
+            target = root / path.lstrip("/")
+            target.mkdir(parents=True, exist_ok=True)
+            _mount("--rbind", path, str(target))
+
+
 def prepare_root(spec: dict[str, Any]) -> Path:
     """Mount the container's root filesystem under spec["dir"]/root and return it."""
     base = Path(spec["dir"])
@@ -80,6 +92,7 @@ def prepare_root(spec: dict[str, Any]) -> Path:
         _mount("--bind", mount["source"], str(target))
         if mount.get("readOnly"):
             _mount("-o", "remount,bind,ro", str(target))
+    keep_host_paths(root, spec)
     return root
 
 

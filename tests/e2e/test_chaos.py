@@ -32,7 +32,7 @@ from support.wait import wait_for
 
 SEED = int(os.environ.get("CHAOS_SEED", "4242"))
 PROJECTS = int(os.environ.get("CHAOS_PROJECTS", "12"))
-KILL_EVERY_S = (3.0, 8.0)
+KILL_EVERY_S = (1.0, 3.0)
 """A process is SIGKILLed after a random pause in this range, seconds."""
 RESUMED = "Resuming operations"
 CONVERGE_S = 420.0
@@ -110,14 +110,14 @@ def _all_ready(cluster: Cluster, names: list[str]) -> bool:
 def test_chaos_create_and_delete_under_random_sigkills_leaves_no_duplicate_no_orphan(
     crds: Cluster, operator: OperatorProcess, operator_dir: Path, operator_config: Path, minio: dict[str, Any],
     freeipa: dict[str, Any], slurm: SlurmEnv, s3: s3_minio.S3Clients, webhook_ports: tuple[int, int],
-    tmp_path: Path,
+    operator_secrets: dict[str, str], tmp_path: Path,
 ) -> None:  # fmt: skip
     rng = random.Random(SEED)
     objects = [_project(f"ch{SEED % 1000}-{i:03d}", rng) for i in range(PROJECTS)]
     names = [o["metadata"]["name"] for o in objects]
     policy = {o["metadata"]["name"]: o["spec"]["deletionPolicy"] for o in objects}
     with_slurm = {o["metadata"]["name"] for o in objects if "compute" in o["spec"]}
-    second = operator_process(crds, operator_dir, operator_config, minio, freeipa, tmp_path / "operator-b.log",
+    second = operator_process(crds, operator_dir, operator_config, minio, operator_secrets, tmp_path / "operator-b.log",
                               pod_id="operator-b", webhook_port=webhook_ports[1])  # fmt: skip
     second.start()
     try:
@@ -135,7 +135,7 @@ def test_chaos_create_and_delete_under_random_sigkills_leaves_no_duplicate_no_or
                      interval=2)  # fmt: skip
         print(f"chaos seed {SEED}: {PROJECTS} projects Ready in {ready_at:.0f}s ({ready_kills} SIGKILLs), "
               f"all gone after {time.monotonic() - started:.0f}s ({killer.kills} SIGKILLs)")
-        assert killer.kills >= 5, "the run must actually kill processes"
+        assert killer.kills >= 3, "the run must actually kill processes"
     finally:
         mark = len(operator.log_text())
         operator.stop()

@@ -51,15 +51,17 @@ SECRET_NAME = "project-s3"
 """The Secret in the project namespace that holds the project credential."""
 
 
-def bucket_policy(bucket: str, writable: bool) -> dict[str, Any]:
-    """An IAM policy that allows one bucket and nothing else."""
+def bucket_policy(bucket: str, writable: bool, *, protected: bool = True) -> dict[str, Any]:
+    """An IAM policy that allows one bucket and nothing else. A writable policy of a `protected` bucket (every
+    project or node store) never deletes object versions or the ingests' records; `protected=False` is for a
+    bucket that holds only copies its one writer empties itself (a restore drill's scratch bucket)."""
     bucket_actions = READ_BUCKET + (WRITE_BUCKET if writable else [])
     object_actions = READ_OBJECTS + (WRITE_OBJECTS if writable else [])
     statements: list[dict[str, Any]] = [
         {"Effect": "Allow", "Action": sorted(bucket_actions), "Resource": [f"arn:aws:s3:::{bucket}"]},
         {"Effect": "Allow", "Action": sorted(object_actions), "Resource": [f"arn:aws:s3:::{bucket}/*"]},
     ]
-    if writable:
+    if writable and protected:
         records = [f"arn:aws:s3:::{bucket}/{pattern}" for pattern in layout.RECORD_PATTERNS]
         objects = [f"arn:aws:s3:::{bucket}/*"]
         statements.append({"Effect": "Deny", "Action": ["s3:DeleteObjectVersion"], "Resource": objects})

@@ -67,8 +67,9 @@ def scratch_bucket(bucket: str) -> str:
 
 
 def store_policy(bucket: str, scratch: str) -> dict[str, Any]:
-    """Read the store bucket; read and write the scratch bucket. Nothing else."""
-    read, write = bucket_policy(bucket, False), bucket_policy(scratch, True)
+    """Read the store bucket; read and write the scratch bucket (whose every version the drill deletes before it
+    restores, records included: they are copies there). Nothing else."""
+    read, write = bucket_policy(bucket, False), bucket_policy(scratch, True, protected=False)
     return {"Version": "2012-10-17", "Statement": [*read["Statement"], *write["Statement"]]}
 
 

@@ -293,6 +293,7 @@ def test_uninstall_leaves_crds_objects_and_data_and_a_reinstall_resumes(
     assert release.get_json("mutatingwebhookconfiguration", WEBHOOKS) is None
     assert release.get_json("secret", f"{RELEASE}-signing-key", "-n", NAMESPACE) is not None, "approvals stay valid"
     assert release.get_json("clusterrole", RELEASE) is None
+    assert release.get_json("clusterrole", "enclave-project-owner") is not None, "members' access stays"
     # With no operator, a deletion waits on the finalizer; the documented fix is to reinstall (or remove the
     # finalizer by hand, which leaves the project's backends in place).
     release.run("delete", "researchproject", "chart-onco", "--wait=false")

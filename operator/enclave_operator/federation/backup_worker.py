@@ -49,7 +49,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from enclave_operator.ingest.retry import with_retries
-from enclave_operator.ingest.sources import s3_client
+from enclave_operator.ingest.s3client import s3_client
 from minio import Minio
 
 log = logging.getLogger("enclave_operator.backup")

@@ -15,7 +15,7 @@ from typing import Any
 from minio.error import S3Error
 
 from .retry import Permanent, with_retries
-from .sources import s3_client
+from .s3client import s3_client
 from .spec import DestinationSpec
 
 SHA_META = "x-amz-meta-sha256"

@@ -20,13 +20,12 @@ from dicomweb_client.api import DICOMwebClient
 from minio.error import S3Error
 from pydicom.dataset import Dataset
 
-from minio import Minio
-
 from .retry import Permanent, with_retries
+from .s3client import s3_client
 from .spec import DicomWebSpec, S3SourceSpec
 
 # third-party loggers put UIDs (URLs) and object names into their messages: keep them quiet
-for _name in ("dicomweb_client", "urllib3", "requests", "minio"):
+for _name in ("dicomweb_client", "requests"):  # minio's and urllib3's: s3client
     logging.getLogger(_name).setLevel(logging.CRITICAL + 1)
 
 TIMEOUT = (10.0, 120.0)
@@ -231,15 +230,6 @@ class DicomWebSource:
 
     def close(self) -> None:
         self.session.close()
-
-
-def s3_client(endpoint: str, access: str | None, secret: str | None, secure: bool, region: str | None) -> Minio:
-    http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=10.0, read=120.0),
-        maxsize=16,
-        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-    )
-    return Minio(endpoint, access_key=access, secret_key=secret, secure=secure, region=region, http_client=http)
 
 
 def _s3_reason(exc: BaseException) -> str:

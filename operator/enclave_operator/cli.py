@@ -22,12 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+from enclave_operator import memory
 from enclave_operator import settings as settings_mod
 
 log = logging.getLogger("enclave_operator")
 
 
 def _run(args: argparse.Namespace) -> int:
+    memory.limit_arenas()  # before any thread starts (memory.py)
     import kopf
     from prometheus_client import start_http_server
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import kopf
 
-from enclave_operator import admission, metrics
+from enclave_operator import admission, memory, metrics
 from enclave_operator.api import GROUP, VERSION
 from enclave_operator.api.data_ingest import KIND as INGEST_KIND
 from enclave_operator.api.federated_node import KIND as NODE_KIND
@@ -228,6 +228,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             await gpu_bookings.refresh_slurm(runtime.ledger, runtime.scontrol, config.gpu)
             runtime.tasks.append(asyncio.create_task(poll_slurm_capacity(runtime)))
         metrics.GPU.source = lambda: gpu_bookings.figures(runtime.ledger, config.gpu, now())
+        runtime.tasks.append(asyncio.create_task(memory.trim_periodically()))
 
     def requester(userinfo: dict[str, Any], runtime: Runtime) -> admission.Requester:
         username = str(userinfo.get("username", ""))

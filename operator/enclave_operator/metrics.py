@@ -74,7 +74,7 @@ NODE_BACKUP_INTERVAL = Gauge("enclave_federated_node_backup_interval_seconds", "
 INGEST_ITEMS = Counter("enclave_ingest_items_total", "Items DataIngest workers finished, by result", ["result"])
 INGEST_BYTES = Counter("enclave_ingest_bytes_total", "Bytes DataIngest workers wrote into project buckets")
 
-STATES = ("Ready", "Progressing", "Stalled", "Degraded", "AwaitingApproval", "Cordoned", "Deleting")
+STATES = ("Ready", "Progressing", "Stalled", "Degraded", "AwaitingApproval", "Cordoned", "Finished", "Deleting")
 """What `enclave_objects{state}` counts; every state is exported (0 when none), so a panel never shows no data."""
 DEGRADED_WHEN: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (reasons.COMPLIANT, "False", ()),
@@ -111,6 +111,8 @@ def state_of(status: Mapping[str, Any] | None, *, deleting: bool = False) -> str
         return "Cordoned"
     if ready.get("status") == "True":
         return "Ready"
+    if ready.get("status") == "False" and (conditions.get(reasons.RECONCILING) or {}).get("status") == "False":
+        return "Finished"  # nothing left to do: an Expired or Cancelled GpuReservation
     return "Progressing"
 
 

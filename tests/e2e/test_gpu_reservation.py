@@ -29,6 +29,7 @@ from localenv.runtime import RunDir, free_port
 from support import timeouts
 from support.builders import BookingBuilder, ProjectBuilder
 from support.cluster import Cluster
+from support.gitops import assert_health
 from support.gpu import (
     RESEARCHERS,
     as_user,
@@ -136,6 +137,7 @@ def test_a_window_goes_scheduled_active_expired_with_quota_pods_and_slurm_across
                                                  "PHASE"], listing  # fmt: skip
     name = f"{project}-sweep"
     assert booking(gpu_cluster, project, "sweep")["status"]["slurmReservation"] == name
+    assert_health(booking(gpu_cluster, project, "train"), "Healthy", "Current")  # Argo CD's Lua check, Flux's kstatus
     reservation = slurm_reservation(slurm, name)
     assert reservation["Accounts"] == project_name and reservation["State"] == "INACTIVE"
     assert reservation["StartTime"] == start.strftime("%Y-%m-%dT%H:%M:%S")
@@ -171,6 +173,8 @@ def test_a_window_goes_scheduled_active_expired_with_quota_pods_and_slurm_across
     wait_for(lambda: gpu_quota(gpu_cluster, project) == "1", timeout=timeouts.QUOTA_FOLLOWS,
              what="the quota back to 1")  # fmt: skip
     wait_phase(gpu_cluster, project, "sweep", "Expired", timeout=until(end))
+    # Finished, not stuck: a GitOps sync must not wait on it (Argo CD Progressing would).
+    assert_health(booking(gpu_cluster, project, "sweep"), "Healthy", "Current")
     wait_for(lambda: not slurm_reservation(slurm, name), timeout=timeouts.BOOKING_FOLLOWS,
              what="the Slurm reservation gone")  # fmt: skip
     # The pod keeps running through the grace period (3 s here), then it is evicted.
@@ -359,6 +363,7 @@ def test_a_cordoned_project_cancels_its_bookings_and_their_slurm_reservations(
                     json.dumps({"spec": {"validUntil": yesterday}}))  # fmt: skip
     wait_phase(gpu_cluster, project, "later", "Cancelled", timeout=timeouts.BOOKING_DECIDED)
     assert condition(booking(gpu_cluster, project, "later"), "Ready")["reason"] == "ProjectCordoned"
+    assert_health(booking(gpu_cluster, project, "later"), "Healthy", "Current")
     wait_for(lambda: not slurm_reservation(slurm, f"{project}-later"), timeout=timeouts.BOOKING_FOLLOWS,
              what="the reservation removed")  # fmt: skip
     again = BookingBuilder("again", project).family("h100").gpus(1).window(start, end).obj()

@@ -14,7 +14,8 @@ from support.helm import go_tool, run_json_tool
 
 HEALTH_LUA = CHART / "files" / "argocd" / "health.lua"
 ARGO_BY_STATE = {"Ready": "Healthy", "Progressing": "Progressing", "Stalled": "Degraded", "Degraded": "Degraded",
-                 "AwaitingApproval": "Suspended", "Cordoned": "Suspended", "Deleting": "Progressing"}  # fmt: skip
+                 "AwaitingApproval": "Suspended", "Cordoned": "Suspended", "Finished": "Healthy",
+                 "Deleting": "Progressing"}  # fmt: skip
 
 
 @functools.cache

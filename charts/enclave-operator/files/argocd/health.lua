@@ -5,6 +5,8 @@
 --   waiting for a person: Ready=False with reason AwaitingApproval      -> Suspended
 --   Cordoned=True (the project's ethics approval ended; data kept)      -> Suspended
 --   Ready=True                                                          -> Healthy
+--   finished: Ready=False, Reconciling=False, Stalled=False (an Expired or Cancelled GpuReservation)
+--                                                                       -> Healthy
 --   anything else (parts still converging, a backend retried)           -> Progressing
 -- Suspended, not Progressing, for approvals: nothing happens until a platform admin or a data steward
 -- acts, and Argo CD should say so rather than wait.
@@ -42,6 +44,7 @@ local conditions = obj.status.conditions
 local ready = condition(conditions, "Ready")
 local stalled = condition(conditions, "Stalled")
 local cordoned = condition(conditions, "Cordoned")
+local reconciling = condition(conditions, "Reconciling")
 
 if stalled ~= nil and stalled.status == "True" then
   hs.status = "Degraded"
@@ -82,6 +85,13 @@ end
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = say(ready, "Ready")
+  return hs
+end
+-- Finished: neither the operator nor a person has anything left to do (a booking whose window ended or
+-- that was cancelled). Healthy as for a completed Job: Progressing would make a sync wait forever.
+if ready ~= nil and ready.status == "False" and reconciling ~= nil and reconciling.status == "False" then
+  hs.status = "Healthy"
+  hs.message = say(ready, "Finished")
   return hs
 end
 hs.message = say(ready, "Not ready yet")

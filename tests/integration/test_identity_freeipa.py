@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
+import certifi
 import pytest
 from python_freeipa import ClientMeta
 
@@ -235,6 +239,49 @@ async def test_finding_8_1_a_group_made_by_someone_else_is_never_written_or_dele
     finalized = await managed.finalize_part(adapter, "Delete", ListRecorder())
     assert finalized.done and "never ours" in finalized.message, "deleting the project must not hang on it"
     assert ipa_group(admin, name)["description"] == ["the lab's own group"], "and must not delete it"
+
+
+async def test_a_refused_certificate_is_an_error_a_cut_handshake_is_unavailable(
+    settings: FreeIpaSettings, ipa_server: Server, name: str
+) -> None:
+    """A server going down can cut a TLS handshake or a pooled connection short: that is an outage to retry,
+    not the configuration error of a certificate the CA file does not vouch for (a clean-clone CI run saw the
+    first reported as 'TLS verification failed')."""
+    untrusted = settings.model_copy(update={"ca_file": certifi.where()})  # public CAs only
+    outcome, _ = await reconcile(_adapter(FreeIpaClient(untrusted), name, "alice"))
+    assert outcome.condition.reason == "BackendError", outcome.condition
+    assert "TLS verification of" in outcome.condition.message
+    with _closing_listener() as port:
+        cut = settings.model_copy(update={"url": f"https://127.0.0.1:{port}"})
+        outcome, _ = await reconcile(_adapter(FreeIpaClient(cut), name, "alice"))
+    assert outcome.condition.reason == reasons.REASON_BACKEND_UNAVAILABLE and outcome.retry, outcome.condition
+
+
+@contextlib.contextmanager
+def _closing_listener() -> Iterator[int]:
+    """A loopback port whose server accepts each connection and closes it at once, mid-handshake."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    stop = threading.Event()
+
+    def serve() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        sock.close()
 
 
 async def test_hung_server_is_unavailable_within_the_bound(settings: FreeIpaSettings, name: str) -> None:

@@ -17,6 +17,7 @@ import collections
 import dataclasses
 import logging
 import os
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -119,6 +120,24 @@ class FreeIpaError(BackendError):
         self.retryable = code not in REJECTED_CODES
 
 
+def _certificate_refused(error: BaseException) -> bool:
+    """Whether a TLS failure is the server's certificate being refused (a configuration to fix), not a handshake
+    or a pooled connection cut short by a server going down (requests calls both SSLError; only the second is
+    worth retrying)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [error]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        linked = (*current.args, getattr(current, "reason", None), current.__cause__, current.__context__)
+        todo += [e for e in linked if isinstance(e, BaseException)]
+    return False
+
+
 class FreeIpaClient:
     """One logged-in ClientMeta shared by all adapters; thread-safe re-login on an expired session."""
 
@@ -185,8 +204,10 @@ class FreeIpaClient:
             return await asyncio.wait_for(asyncio.to_thread(self._call_blocking, method, kwargs), self._bound)
         except TimeoutError:
             raise BackendUnavailable(f"{method}: FreeIPA did not answer within {self._bound:.0f}s") from None
-        except requests.exceptions.SSLError:
-            raise BackendError(f"{method}: TLS verification of {self.settings.host} failed") from None
+        except requests.exceptions.SSLError as error:
+            if _certificate_refused(error):
+                raise BackendError(f"{method}: TLS verification of {self.settings.host} failed") from None
+            raise BackendUnavailable(f"{method}: TLS connection to {self.settings.host} cut short") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
             raise BackendUnavailable(f"{method}: FreeIPA unreachable ({type(error).__name__})") from None
         except requests.exceptions.RequestException as error:

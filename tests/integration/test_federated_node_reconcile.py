@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from lightkube import ApiError, AsyncClient
+from lightkube.codecs import from_dict
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Node, Secret
 from lightkube.resources.networking_v1 import NetworkPolicy
@@ -24,6 +25,7 @@ from enclave_operator.backends import identity_ldap, ownership, s3_minio
 from enclave_operator.backends.identity_freeipa import FreeIpaClient, FreeIpaSettings
 from enclave_operator.engine import status as status_io
 from enclave_operator.federation import backup_job, profiles
+from enclave_operator.ingest import job as ingest_job
 from enclave_operator.reconcilers import federated_node
 from enclave_operator.reconcilers.research_project import Backends
 from localenv import nodehost
@@ -105,6 +107,9 @@ async def test_a_measured_node_is_provisioned_backed_up_drilled_and_retired(
     settings = settings_for(minio, minio_backup)
     driver = await Driver(backends, settings, PROFILES, node_name, spec).create()
     await driver.reconcile()
+    ingest_ns, deid_key = settings.ingest.namespace, ingest_job.node_key_secret_name(node_name)
+    assert driver.status["deidentificationKey"] == {"secret": f"{ingest_ns}/{deid_key}", "onDelete": "Kept"}
+    await _deid_key(kube, ingest_ns, deid_key)
 
     # Compliance from the Node objects: 64 threads → 32 cores, 256Gi, two Ampere GPUs with 24Gi.
     _ok(driver, reasons.COMPLIANT, reasons.LEGALLY_CLEARED, reasons.NAMESPACE_READY, reasons.STORAGE_READY,
@@ -176,6 +181,8 @@ async def test_a_measured_node_is_provisioned_backed_up_drilled_and_retired(
     target = backup_clients(minio_backup)
     assert any(target.s3.list_objects(f"fn-{node_name}-backup", prefix="restic/"))
     assert await kube.get(Secret, backup_job.key_secret_name(node_name), namespace="enclave-backup")
+    assert await kube.get(Secret, deid_key, namespace=ingest_ns), "Retain keeps the pseudonyms' key with the data"
+    assert ("Normal", "RetainedDeidentificationKey") in {(t, r) for t, r, _ in driver.events}
     users = set(json.loads(s3.admin.user_list())) | set(json.loads(target.admin.user_list()))
     assert not {f"fn-{node_name}-app", backup_job.store_user(node_name), backup_job.target_user(node_name)} & users
     assert ipa_group(ipa_admin(freeipa), f"fn-{node_name}-integrators") is None
@@ -203,6 +210,20 @@ async def test_a_measured_node_is_provisioned_backed_up_drilled_and_retired(
     assert not s3.s3.bucket_exists(f"fn-{node_name}") and not target.s3.bucket_exists(f"fn-{node_name}-backup")
     with pytest.raises(Exception, match="not found"):
         await kube.get(Secret, backup_job.key_secret_name(node_name), namespace="enclave-backup")
+    assert again.status["deidentificationKey"]["onDelete"] == "Deleted"
+    with pytest.raises(Exception, match="not found"):
+        await kube.get(Secret, deid_key, namespace=ingest_ns)  # a later node of this name must not inherit it
+
+
+async def _deid_key(kube: AsyncClient, namespace: str, name: str) -> None:
+    """The node's de-identification key as its first DataIngest makes it (reconcilers/data_ingest.py)."""
+    try:
+        await kube.create(Namespace(metadata=ObjectMeta(name=namespace)))
+    except ApiError as error:
+        assert error.status.code == 409
+    key = {"apiVersion": "v1", "kind": "Secret", "stringData": {"key": "00" * 32},
+           "metadata": {"name": name, "namespace": namespace}}  # fmt: skip
+    await kube.create(from_dict(key))
 
 
 def _b64(value: str) -> str:

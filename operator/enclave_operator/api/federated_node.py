@@ -24,7 +24,7 @@ from enclave_operator.api.common import (
     NameRule,
     PrinterColumn,
 )
-from enclave_operator.api.research_project import MemoryQuantity, StorageQuantity
+from enclave_operator.api.research_project import DeidentificationKeyStatus, MemoryQuantity, StorageQuantity
 
 MAX_NAME_LENGTH = 40
 """The node's name drives its namespace, buckets, identity group and Job names, each with a tighter limit."""
@@ -536,6 +536,9 @@ class FederatedNodeStatus(ConditionedStatus):
     reachability: ReachabilityStatus | None = pydantic.Field(None, description="reachability: the probes.")
     backup: BackupStatus | None = pydantic.Field(None, description="backup: the schedule and last outcomes.")
     restore_drill: RestoreDrillStatus | None = pydantic.Field(None, description="restoreDrill: the latest drill.")
+    deidentification_key: DeidentificationKeyStatus | None = pydantic.Field(
+        None, description="deidentificationKey: the node's de-identification key Secret and its fate on deletion."
+    )
 
 
 class FederatedNode(ApiModel):

@@ -230,7 +230,9 @@ KeyFate = Literal["Kept", "Deleted"]
 
 
 class DeidentificationKeyStatus(ApiModel):
-    """DeidentificationKeyStatus: where the project's de-identification key lives and what deletion does with it."""
+    """DeidentificationKeyStatus: where a de-identification key lives and what deletion does with it.
+
+    A project's key, or a federated node's (DataIngest can deliver to either)."""
 
     secret: str = pydantic.Field(
         description="secret: <namespace>/<name> of the Secret holding the key (created by the first DataIngest, "
@@ -238,9 +240,9 @@ class DeidentificationKeyStatus(ApiModel):
         max_length=317,
     )
     on_delete: KeyFate = pydantic.Field(
-        description="onDelete: Kept (deletionPolicy Retain: the retained data and a project adopting it keep "
-        "their pseudonyms) or Deleted (deletionPolicy Delete: a later project with this name gets a new key, so "
-        "its pseudonyms never link to this project's).",
+        description="onDelete: Kept (deletionPolicy Retain: the retained data and an object adopting it keep "
+        "their pseudonyms) or Deleted (deletionPolicy Delete: a later object with this name gets a new key, so "
+        "its pseudonyms never link to this one's).",
     )
 
 

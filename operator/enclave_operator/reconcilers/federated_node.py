@@ -49,6 +49,7 @@ from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import Recorder
 from enclave_operator.federation import backup_job, backup_worker, compliance, hardware, reachability
 from enclave_operator.federation.profiles import Profiles
+from enclave_operator.ingest import job as ingest_job
 from enclave_operator.quantity import to_bytes
 from enclave_operator.reconcilers import node_space
 from enclave_operator.reconcilers.research_project import (
@@ -58,6 +59,8 @@ from enclave_operator.reconcilers.research_project import (
     Backends,
     ReconcileResult,
     combine,
+    deidentification_key,
+    key_status,
     reserved_by,
     stalled_result,
 )
@@ -589,6 +592,7 @@ async def reconcile(
         "group": node.group,
         "integrators": integrators,
         "backup": backup,
+        "deidentificationKey": key_status(ingest_job.node_key_secret_name(name), spec.deletion_policy, settings),
     }
     if measured is not None:
         status["measured"] = measured.to_status()
@@ -704,7 +708,8 @@ def probe_patch(*, body: Mapping[str, Any], probed: ProbeRound, recorder: Record
 
 async def finalize(*, body: Mapping[str, Any], backends: Backends, settings: OperatorSettings, profiles: Profiles,
                    recorder: Recorder, now: datetime.datetime) -> managed.FinalizeOutcome:  # fmt: skip
-    """Revoke every access; keep the store, the backups and their key under Retain, remove them under Delete.
+    """Revoke every access; keep the store, the backups, their key and the de-identification key under Retain,
+    remove them under Delete.
     The scratch bucket of restore drills always goes; so do the node's backup Jobs."""
     meta = body["metadata"]
     name, uid = str(meta["name"]), str(meta.get("uid", ""))
@@ -724,6 +729,9 @@ async def finalize(*, body: Mapping[str, Any], backends: Backends, settings: Ope
         if index in node_parts.shared:
             continue
         steps.append((adapter, "Delete" if adapter is node_parts.scratch else spec.deletion_policy))
+    # The key pseudonyms of ingests into the node were made with (issue 14.5's rule, as for a project).
+    key = deidentification_key(ingest_job.node_key_secret_name(name), backends, settings)
+    steps.append((key, spec.deletion_policy))
     messages = []
     for adapter, policy in steps:
         outcome = await managed.finalize_part(adapter, policy, recorder)

@@ -236,22 +236,21 @@ def adapters(
     ]
 
 
-def deidentification_key(project: ProjectPlan, backends: Backends, settings: OperatorSettings) -> Adapter:
-    """The project's de-identification key Secret (issue 14.5), for deletion only: the project's first
-    DataIngest makes it (reconcilers/data_ingest.py), never this. The project's deletion removes it under
-    deletionPolicy Delete, so a later project with the same name never inherits the key (its pseudonyms would
-    link to this project's), and keeps it under Retain with the data."""
-    meta = {"name": ingest_job.key_secret_name(project.name), "namespace": settings.ingest.namespace}
+def deidentification_key(secret: str, backends: Backends, settings: OperatorSettings) -> Adapter:
+    """A de-identification key Secret (issue 14.5), a project's or a federated node's, for deletion only: the
+    first DataIngest to the project or node makes it (reconcilers/data_ingest.py), never this. Deletion removes
+    it under deletionPolicy Delete, so a later object with the same name never inherits the key (its pseudonyms
+    would link to this one's), and keeps it under Retain with the data."""
+    meta = {"name": secret, "namespace": settings.ingest.namespace}
     manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": meta}
     return kube_create_only.CreateOnlyAdapter(backends.kube, Secret, manifest, part=reasons.STORAGE_READY,
                                               noun="DeidentificationKey", keep_on_delete=True)  # fmt: skip
 
 
-def key_status(project: ProjectPlan, settings: OperatorSettings) -> dict[str, str]:
+def key_status(secret: str, deletion_policy: str, settings: OperatorSettings) -> dict[str, str]:
     """status.deidentificationKey: where the key lives and what deletion will do with it."""
-    kept = project.spec.deletion_policy == "Retain"
-    secret = f"{settings.ingest.namespace}/{ingest_job.key_secret_name(project.name)}"
-    return {"secret": secret, "onDelete": "Kept" if kept else "Deleted"}
+    fate = "Kept" if deletion_policy == "Retain" else "Deleted"
+    return {"secret": f"{settings.ingest.namespace}/{secret}", "onDelete": fate}
 
 
 NEEDS: Mapping[str, tuple[str, ...]] = {
@@ -456,7 +455,7 @@ async def reconcile(
         "memberCount": len(project.active),
         "members": members,
         "validUntil": spec.valid_until.isoformat(),
-        "deidentificationKey": key_status(project, settings),
+        "deidentificationKey": key_status(ingest_job.key_secret_name(project.name), spec.deletion_policy, settings),
     }
     retry = any(o.retry for _, o in pairs)
     not_ready = [c for c in parts if c.status != "True"]
@@ -500,7 +499,8 @@ async def finalize(
         # A spec that never planned never created anything: there is nothing to remove.
         return managed.FinalizeOutcome(True, "nothing was provisioned for an invalid spec")
     messages = []
-    parts = [*reversed(adapters(project, backends, settings)), deidentification_key(project, backends, settings)]
+    key = deidentification_key(ingest_job.key_secret_name(project.name), backends, settings)
+    parts = [*reversed(adapters(project, backends, settings)), key]
     for adapter in parts:
         outcome = await managed.finalize_part(adapter, spec.deletion_policy, recorder)
         if not outcome.done:

@@ -173,8 +173,9 @@ def test_a_window_goes_scheduled_active_expired_with_quota_pods_and_slurm_across
     wait_for(lambda: gpu_quota(gpu_cluster, project) == "1", timeout=timeouts.QUOTA_FOLLOWS,
              what="the quota back to 1")  # fmt: skip
     wait_phase(gpu_cluster, project, "sweep", "Expired", timeout=until(end))
-    # Finished, not stuck: a GitOps sync must not wait on it (Argo CD Progressing would).
-    assert_health(booking(gpu_cluster, project, "sweep"), "Healthy", "Current")
+    # Finished, not stuck: an Argo CD sync must not wait on it. kstatus reads Ready=False as not done yet
+    # (docs/gitops.md: keep bookings out of a `wait: true` Kustomization).
+    assert_health(booking(gpu_cluster, project, "sweep"), "Healthy", "InProgress")
     wait_for(lambda: not slurm_reservation(slurm, name), timeout=timeouts.BOOKING_FOLLOWS,
              what="the Slurm reservation gone")  # fmt: skip
     # The pod keeps running through the grace period (3 s here), then it is evicted.
@@ -363,7 +364,7 @@ def test_a_cordoned_project_cancels_its_bookings_and_their_slurm_reservations(
                     json.dumps({"spec": {"validUntil": yesterday}}))  # fmt: skip
     wait_phase(gpu_cluster, project, "later", "Cancelled", timeout=timeouts.BOOKING_DECIDED)
     assert condition(booking(gpu_cluster, project, "later"), "Ready")["reason"] == "ProjectCordoned"
-    assert_health(booking(gpu_cluster, project, "later"), "Healthy", "Current")
+    assert_health(booking(gpu_cluster, project, "later"), "Healthy", "InProgress")
     wait_for(lambda: not slurm_reservation(slurm, f"{project}-later"), timeout=timeouts.BOOKING_FOLLOWS,
              what="the reservation removed")  # fmt: skip
     again = BookingBuilder("again", project).family("h100").gpus(1).window(start, end).obj()

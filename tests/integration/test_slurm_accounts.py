@@ -6,6 +6,8 @@ outage tests run last: they stop and restart slurmdbd.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +21,7 @@ from enclave_operator.backends import ownership
 from enclave_operator.backends.slurm_accounts import (
     ASSOCIATED,
     DesiredSlurmAccount,
+    Sacctmgr,
     SlurmAccountAdapter,
     desired_account,
 )
@@ -315,3 +318,35 @@ async def test_stopped_slurmdbd_is_unavailable_then_recovers(slurm: SlurmEnv, ac
     outcome, _, _ = await converge(slurm, desired(account, users=["carol"]))
     assert outcome.wrote
     assert slurm.users(account) == {"carol"}
+
+
+async def test_finding_8_2_projects_sharing_members_deleted_at_once_all_complete(slurm: SlurmEnv, account: str) -> None:
+    """Many projects with the same members deleted together through one operator's sacctmgr runner (the chaos
+    test's 50 did): each deletion moves a member's default to one of the others, which are going too. Every
+    deletion must complete, and no member is left without a default while they still have an account.
+
+    Failed before: slurmdbd 22.05 refused `delete user where name=alice,bob account=P` ("You can not remove the
+    default account of a user") when P was bob's default and last account while alice kept another one, so the
+    last project of a group of deletions never went."""
+    rng = random.Random(7)
+    runner = Sacctmgr(slurm.settings())
+    members = {f"{account}{i:02d}": ["alice", rng.choice(["bob", "carol"])] for i in range(12)}
+    for name, users in members.items():
+        await converge(slurm, desired(name, users=users))
+    pending = set(members)
+    for _ in range(8):
+        order = sorted(pending)
+        results = await asyncio.gather(*(finalize_part(
+            SlurmAccountAdapter(slurm.settings(), desired(n, users=members[n]), runner=runner), "Delete",
+            ListRecorder()) for n in order))  # fmt: skip
+        pending -= {n for n, r in zip(order, results, strict=True) if r.done}
+        if not pending:
+            break
+    assert not pending, f"deletions still blocked after 8 attempts each: {sorted(pending)}"
+    for name in members:
+        assert slurm.assoc_rows(name) == []
+    for user in ("alice", "bob", "carol"):
+        remaining = {r["Account"] for r in slurm.sacctmgr_assoc_of(user)}
+        assert not remaining & set(members)
+        if remaining:
+            assert _default_account(slurm, user) in remaining, f"{user} left without a default account"

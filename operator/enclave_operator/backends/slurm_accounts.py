@@ -487,6 +487,9 @@ class Sacctmgr:
         self.calls: collections.deque[SacctmgrCall] = collections.deque(maxlen=keep_calls)
         self._slots = asyncio.Semaphore(settings.max_concurrent_calls)
         self._write_lock = asyncio.Lock()
+        self.membership_lock = asyncio.Lock()
+        """Held by an adapter across moving its members' default accounts and removing their associations: two
+        projects doing it at once pick each other as the new default while both go (issue 8.2)."""
         self._program = list(program) if program else [settings.sacctmgr_path, "-i", "-n", "-P"]
         env = dict(os.environ)
         if settings.slurm_conf is not None:
@@ -722,15 +725,19 @@ class SlurmAccountAdapter:
                 )  # fmt: skip
 
     async def _remove_users(self, users: Sequence[str]) -> None:
-        if users:
+        """Remove the users' associations with this account, one user per sacctmgr call: slurmdbd 22.05 refuses a
+        multi-user delete ("You can not remove the default account of a user") when the account is one user's
+        default and last account while another listed user keeps other accounts (issue 8.2, 50 projects deleted
+        at once)."""
+        if not users:
+            return
+        async with self.sacctmgr.membership_lock:
             await self._move_default_accounts(users)
-            await self.sacctmgr.run(
-                "delete",
-                "user",
-                *self._where(f"name={','.join(users)}", f"account={self._d.name}"),
-                write=True,
-                tolerate_nothing=True,
-            )
+            for user in users:  # one by one: see the docstring
+                await self.sacctmgr.run(
+                    "delete", "user", *self._where(f"name={user}", f"account={self._d.name}"),
+                    write=True, tolerate_nothing=True,
+                )  # fmt: skip
 
     async def delete(self, policy: DeletionPolicy) -> DeleteOutcome:
         """Retain: no user associations, account kept with no submissions. Delete: users and account gone."""

@@ -31,9 +31,12 @@ from support.slurm import SlurmEnv
 from support.wait import wait_for
 
 SEED = int(os.environ.get("CHAOS_SEED", "4242"))
-PROJECTS = int(os.environ.get("CHAOS_PROJECTS", "12"))
-KILL_EVERY_S = (1.0, 3.0)
-"""A process is SIGKILLed after a random pause in this range, seconds."""
+PROJECTS = int(os.environ.get("CHAOS_PROJECTS", "50"))
+KILL_EVERY_S = (4.0, 12.0)
+"""A process is SIGKILLed after a random pause in this range, seconds: a moment inside some reconcile (each takes
+seconds). Every 1-3 s, a process resuming 50 projects was killed before its resumes got anywhere (a crash loop,
+which kubelet's back-off would slow down anyway); 50 projects on a quiet 2-core machine: Ready in 113 s with 14
+SIGKILLs, all gone after 213 s with 26."""
 RESUMED = "Resuming operations"
 CONVERGE_S = 420.0
 """For all projects to become Ready (or all to be gone), under kills, on a loaded 2-core machine."""
@@ -135,7 +138,7 @@ def test_chaos_create_and_delete_under_random_sigkills_leaves_no_duplicate_no_or
                      interval=2)  # fmt: skip
         print(f"chaos seed {SEED}: {PROJECTS} projects Ready in {ready_at:.0f}s ({ready_kills} SIGKILLs), "
               f"all gone after {time.monotonic() - started:.0f}s ({killer.kills} SIGKILLs)")
-        assert killer.kills >= 3, "the run must actually kill processes"
+        assert killer.kills >= 10, "the run must actually kill processes"
     finally:
         mark = len(operator.log_text())
         operator.stop()

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from lightkube import ApiError, AsyncClient
-from lightkube.codecs import from_dict
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Node, Secret
 from lightkube.resources.networking_v1 import NetworkPolicy
@@ -33,6 +32,7 @@ from localenv.runtime import RunDir
 from localenv.slapd import slapd_service
 from support.builders import NodeBuilder
 from support.identity import ipa_admin, ipa_group, ldap_admin, ldap_values
+from support.ingest import make_deid_key
 from support.nodes import GPU_LABELS, SMT_SSD, Driver, backup_clients, make_node, may, settings_for
 from support.s3users import client_for
 
@@ -109,7 +109,7 @@ async def test_a_measured_node_is_provisioned_backed_up_drilled_and_retired(
     await driver.reconcile()
     ingest_ns, deid_key = settings.ingest.namespace, ingest_job.node_key_secret_name(node_name)
     assert driver.status["deidentificationKey"] == {"secret": f"{ingest_ns}/{deid_key}", "onDelete": "Kept"}
-    await _deid_key(kube, ingest_ns, deid_key)
+    await make_deid_key(kube, ingest_ns, deid_key)
 
     # Compliance from the Node objects: 64 threads → 32 cores, 256Gi, two Ampere GPUs with 24Gi.
     _ok(driver, reasons.COMPLIANT, reasons.LEGALLY_CLEARED, reasons.NAMESPACE_READY, reasons.STORAGE_READY,
@@ -214,16 +214,6 @@ async def test_a_measured_node_is_provisioned_backed_up_drilled_and_retired(
     with pytest.raises(Exception, match="not found"):
         await kube.get(Secret, deid_key, namespace=ingest_ns)  # a later node of this name must not inherit it
 
-
-async def _deid_key(kube: AsyncClient, namespace: str, name: str) -> None:
-    """The node's de-identification key as its first DataIngest makes it (reconcilers/data_ingest.py)."""
-    try:
-        await kube.create(Namespace(metadata=ObjectMeta(name=namespace)))
-    except ApiError as error:
-        assert error.status.code == 409
-    key = {"apiVersion": "v1", "kind": "Secret", "stringData": {"key": "00" * 32},
-           "metadata": {"name": name, "namespace": namespace}}  # fmt: skip
-    await kube.create(from_dict(key))
 
 
 def _b64(value: str) -> str:

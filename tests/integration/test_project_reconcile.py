@@ -10,9 +10,6 @@ from typing import Any
 
 import pytest
 from lightkube import AsyncClient
-from lightkube.codecs import from_dict
-from lightkube.core.exceptions import ApiError
-from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, ResourceQuota, Secret
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
@@ -22,6 +19,7 @@ from enclave_operator.ingest import job as ingest_job
 from enclave_operator.reconcilers import research_project
 from enclave_operator.settings import parse
 from support.builders import ProjectBuilder
+from support.ingest import make_deid_key
 from support.s3users import can, client_for
 
 VALID_UNTIL = datetime.date(2030, 1, 1)
@@ -138,13 +136,7 @@ async def test_finding_14_5_the_deidentification_key_follows_the_deletion_policy
     ingest_ns = settings.ingest.namespace
     fate = "Kept" if policy == "Retain" else "Deleted"
     assert first.status["deidentificationKey"] == {"secret": f"{ingest_ns}/deid-key-{project_name}", "onDelete": fate}
-    try:  # the key as the project's first DataIngest makes it (reconcilers/data_ingest.py)
-        await kube.create(Namespace(metadata=ObjectMeta(name=ingest_ns)))
-    except ApiError as error:
-        assert error.status.code == 409
-    key = {"apiVersion": "v1", "kind": "Secret", "stringData": {"key": "00" * 32},
-           "metadata": {"name": ingest_job.key_secret_name(project_name), "namespace": ingest_ns}}  # fmt: skip
-    await kube.create(from_dict(key))
+    await make_deid_key(kube, ingest_ns, ingest_job.key_secret_name(project_name))
 
     recorder = ListRecorder()
     finalized = await research_project.finalize(

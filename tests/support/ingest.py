@@ -15,6 +15,10 @@ from typing import Any
 
 import pydicom
 import requests
+from lightkube import ApiError, AsyncClient
+from lightkube.codecs import from_dict
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace
 from minio.credentials import StaticProvider
 from pydicom.dataset import Dataset
 
@@ -242,3 +246,15 @@ def fhir_resources() -> list[dict[str, Any]]:
 
 
 FHIR_IDENTIFYING = ("Smithson", "Johnathan", "Watson", MRN, "pat-123", "555-0101", "Wallaby", "1961-04-12")
+
+
+async def make_deid_key(kube: AsyncClient, namespace: str, name: str) -> None:
+    """A de-identification key Secret as the first DataIngest to a project or node makes it
+    (reconcilers/data_ingest.py), in the ingest namespace (created if missing)."""
+    try:
+        await kube.create(Namespace(metadata=ObjectMeta(name=namespace)))
+    except ApiError as error:
+        assert error.status.code == 409
+    key = {"apiVersion": "v1", "kind": "Secret", "stringData": {"key": "00" * 32},
+           "metadata": {"name": name, "namespace": namespace}}  # fmt: skip
+    await kube.create(from_dict(key))

@@ -189,7 +189,9 @@ def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.WARNING  # our recorder posts the meaningful Normal events
-    settings.execution.max_workers = 32  # blocking backend SDK calls run in this pool (asyncio.to_thread)
+    # kopf runs our synchronous handlers (the mutating webhooks) in this pool. Blocking backend calls have their own:
+    # S3 the pool of `throttle` (s3.maxConcurrentCalls), identity asyncio's default executor (asyncio.to_thread).
+    settings.execution.max_workers = 32
     settings.background.cancellation_polling = 2  # a resync running when deletion starts delays it this long
     # Our CRDs exist before the operator starts (the chart's crds/, `make demo`, the tests): no need to watch
     # every CRD of the cluster, which would take RBAC on customresourcedefinitions (least privilege).
@@ -310,6 +312,18 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         )  # fmt: skip
         for key, value in changes.items():
             patch.metadata.annotations[key] = value
+        if operation == "CREATE":
+            with_finalizer(new if new is not None else body, patch)
+
+    def with_finalizer(created: kopf.Body, patch: kopf.Patch) -> None:
+        """Our finalizer, put on at admission: kopf would otherwise add it with a patch of its own first and
+        start the create handler only on the event that patch causes (issue 12: one write to the API server and
+        one event for kopf to process less per new object, when thousands are admitted at once). On CREATE only,
+        so that an update never puts back the finalizer the operator removes when a deletion is done; kopf still
+        adds it to any object admitted without it (created before this webhook did so)."""
+        finalizers = list((created.get("metadata") or {}).get("finalizers") or [])
+        if config.finalizer not in finalizers:
+            patch.metadata["finalizers"] = [*finalizers, config.finalizer]
 
     @kopf.on.mutate(*PROJECTS, registry=registry, id="stamp-project", operations=["CREATE", "UPDATE"])
     def stamp_project(operation: str, userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None,

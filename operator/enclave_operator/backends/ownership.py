@@ -50,6 +50,9 @@ NODE_OWNER_LABEL = "enclave.io/federated-node"
 """Label (namespace) and tag (bucket) naming the owning FederatedNode."""
 OWNER_KINDS = {OWNER_LABEL: "project", NODE_OWNER_LABEL: "federated node"}
 """Every owner label, with the kind it names (for messages, and to tell an unmarked thing from another kind's)."""
+BORN_WITH = frozenset({"ServiceAccount", "ConfigMap"})
+"""Kinds Kubernetes' own controllers put into every new namespace (the `default` ServiceAccount, the
+`kube-root-ca.crt` ConfigMap): a namespace just created is not known to be empty of these."""
 
 class Claim(enum.Enum):
     ABSENT = "Absent"
@@ -157,6 +160,12 @@ class OwnedNamespaces:
     cluster-scoped resources pass, except a change to or removal of a Namespace object, which is a
     write into that namespace. Creating a namespace passes: the API server refuses it if it exists.
     Ownership, once seen, is remembered for the life of this client (one reconcile).
+
+    A namespace this client created holds nothing yet but what this client writes into it (and what
+    Kubernetes adds itself, `BORN_WITH`): reads of any other kind there are answered without asking the
+    API server until this client writes that kind there. A new project's parts then make no reads inside
+    their new namespace (issue 12: 6 of ~29 API requests per new project). Nothing is carried past this
+    client's life, so a reconcile killed at any line observes afresh the next time.
     """
 
     def __init__(self, client: AsyncClient, owner: Owner | None, *, trusted: Collection[str] = ()) -> None:
@@ -165,6 +174,22 @@ class OwnedNamespaces:
         self._trusted = frozenset(trusted)
         self._owned: set[str] = set()
         self._reading: dict[str, asyncio.Future[Namespace]] = {}
+        self._new: dict[str, set[str]] = {}
+        """Namespaces this client created, with the kinds it has written into each since."""
+
+    def known_empty(self, resource: Any, namespace: str | None) -> bool:
+        """True when `namespace` was created by this client and nothing of this kind can be there yet."""
+        kind = resource if isinstance(resource, type) else type(resource)
+        written = self._new.get(namespace or "")
+        return written is not None and kind.__name__ not in BORN_WITH and kind.__name__ not in written
+
+    def _wrote(self, resource: Any, namespace: str | None) -> None:
+        """Remember a write into a namespace this client created: reads of that kind go to the server again."""
+        kind = resource if isinstance(resource, type) else type(resource)
+        if namespace is None:
+            namespace = getattr(getattr(resource, "metadata", None), "namespace", None)
+        if namespace in self._new:
+            self._new[namespace].add(kind.__name__)
 
     async def _read(self, namespace: str) -> Namespace:
         """One GET of the namespace, shared by the parts that check it at the same time."""
@@ -220,6 +245,8 @@ class OwnedNamespaces:
     async def get(self, resource: Any, name: str, *, namespace: str | None = None, **kwargs: Any) -> Any:
         if not await self._scope(resource, name, namespace, write=False):
             raise kube.NotFound(f"{name}: namespace {namespace} does not exist")
+        if self.known_empty(resource, namespace):
+            raise kube.NotFound(f"{name}: not in namespace {namespace}, created moments ago")
         found = await self._client.get(resource, name, namespace=namespace, **kwargs)
         if resource is Namespace and self.owner is not None:
             if namespace_claim(found, name, self.owner).claim is Claim.OWNED:
@@ -227,7 +254,7 @@ class OwnedNamespaces:
         return found
 
     async def list(self, resource: Any, *, namespace: str | None = None, **kwargs: Any) -> AsyncIterator[Any]:
-        if not await self._scope(resource, None, namespace, write=False):
+        if not await self._scope(resource, None, namespace, write=False) or self.known_empty(resource, namespace):
             return
         async for item in self._client.list(resource, namespace=namespace, **kwargs):
             yield item
@@ -236,24 +263,29 @@ class OwnedNamespaces:
     async def create(self, obj: Any, name: str | None = None, *, namespace: str | None = None, **kwargs: Any) -> Any:
         if not isinstance(obj, Namespace):
             await self._scope(obj, name, namespace, write=True)
+        self._wrote(obj, namespace)  # before the call: a write whose answer is lost may still have landed
         made = await self._client.create(obj, name, namespace=namespace, **kwargs)
         if isinstance(made, Namespace) and self.owner is not None and made.metadata is not None:
             if namespace_claim(made, str(made.metadata.name), self.owner).claim is Claim.OWNED:
                 self._owned.add(str(made.metadata.name))  # we just made it ours: the parts inside need not read it
+                self._new[str(made.metadata.name)] = set()  # and it holds nothing of ours yet
         return made
 
     async def replace(self, obj: Any, name: str | None = None, *, namespace: str | None = None, **kwargs: Any) -> Any:
         await self._scope(obj, name or obj.metadata.name, namespace, write=True)
+        self._wrote(obj, namespace)
         return await self._client.replace(obj, name, namespace=namespace, **kwargs)
 
     async def patch(self, resource: Any, name: str, obj: Any, *, namespace: str | None = None, **kwargs: Any) -> Any:
         await self._scope(resource, name, namespace, write=True)
+        self._wrote(resource, namespace)
         return await self._client.patch(resource, name, obj, namespace=namespace, **kwargs)
 
     async def delete(self, resource: Any, name: str, *, namespace: str | None = None, **kwargs: Any) -> Any:
         if namespace is not None and not await self._scope(resource, name, namespace, write=False):
             raise kube.NotFound(f"{name}: namespace {namespace} does not exist")  # gone with its namespace
         await self._scope(resource, name, namespace, write=True)
+        self._wrote(resource, namespace)
         return await self._client.delete(resource, name, namespace=namespace, **kwargs)
 
 

@@ -9,6 +9,7 @@ logged and never fails the reconcile.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import os
@@ -56,24 +57,28 @@ class KubeRecorder:
         self._pending.append((type_, reason, message[:MAX_MESSAGE]))
 
     async def flush(self) -> None:
+        """Post the collected events at the same time: a reconcile holds its slot until they are posted, and a new
+        project's seven take one round trip instead of seven."""
         pending, self._pending = self._pending, []
         now = datetime.datetime.now(datetime.UTC)
-        namespace = self._ref.namespace or CLUSTER_EVENTS_NAMESPACE
-        for type_, reason, message in pending:
-            event = Event(
-                metadata=ObjectMeta(name=f"{self._ref.name}.{secrets.token_hex(8)}", namespace=namespace),
-                involvedObject=self._ref,
-                type=type_,
-                reason=reason,
-                message=message,
-                source=EventSource(component=COMPONENT),
-                firstTimestamp=now,
-                lastTimestamp=now,
-                count=1,
-                reportingComponent=COMPONENT,
-                reportingInstance=os.environ.get("HOSTNAME", COMPONENT),
-            )
-            try:
-                await kube.call(f"post event {reason}", self._client.create(event))
-            except BackendError as error:
-                logger.warning("could not post event %s: %s", reason, error)
+        await asyncio.gather(*(self._post(type_, reason, message, now) for type_, reason, message in pending))
+
+    async def _post(self, type_: EventType, reason: str, message: str, now: datetime.datetime) -> None:
+        event = Event(
+            metadata=ObjectMeta(name=f"{self._ref.name}.{secrets.token_hex(8)}",
+                                namespace=self._ref.namespace or CLUSTER_EVENTS_NAMESPACE),  # fmt: skip
+            involvedObject=self._ref,
+            type=type_,
+            reason=reason,
+            message=message,
+            source=EventSource(component=COMPONENT),
+            firstTimestamp=now,
+            lastTimestamp=now,
+            count=1,
+            reportingComponent=COMPONENT,
+            reportingInstance=os.environ.get("HOSTNAME", COMPONENT),
+        )
+        try:
+            await kube.call(f"post event {reason}", self._client.create(event))
+        except BackendError as error:
+            logger.warning("could not post event %s: %s", reason, error)

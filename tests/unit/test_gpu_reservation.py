@@ -408,3 +408,19 @@ def test_bookings_see_the_projects_effective_spec_not_what_waits_for_approval() 
     raw["metadata"]["annotations"] = {approval.APPROVAL_ANNOTATION: SIGNER.stamp(ref, "root-admin", grant, NOW)}
     approved = gpu_bookings.project_from_body(raw, SETTINGS, NOW.date(), SIGNER)
     assert approved is not None and approved.valid_until == datetime.date(2099, 12, 31) and approved.baseline_gpus == 6
+
+
+def test_the_ledger_finds_projects_by_name_when_they_move_are_replaced_or_dropped() -> None:
+    """Every project event looks its project up by name (an index since issue 12, not a scan of all projects)."""
+    book = gpu_bookings.Ledger(SIGNER)
+    book.put_project(project(name="onco", namespace="onco", resource_version=1))
+    book.put_project(project(name="cardio", namespace="cardio", resource_version=2))
+    assert book.put_project(project(name="onco", namespace="onco", resource_version=0, cordoned=True)) == []
+    assert not book.projects["onco"].cordoned, "an older event does not overwrite a newer one"
+    book.put_project(project(name="onco", namespace="onco-2", resource_version=3))  # the naming template changed
+    assert set(book.projects) == {"onco-2", "cardio"}
+    book.put_project(project(name="other", namespace="onco-2", resource_version=4))  # another project takes it
+    assert book.drop_project("onco") == [] and book.projects["onco-2"].name == "other", "not another's entry"
+    book.drop_project("other")
+    book.drop_project("cardio")
+    assert book.projects == {} and book.drop_project("cardio") == []

@@ -292,6 +292,8 @@ class Ledger:
         """Per family: bookings not decided yet (neither admitted nor final)."""
         self.projects: dict[str, ProjectView] = {}
         """By namespace."""
+        self._project_namespace: dict[str, str] = {}
+        """Project name → the namespace it is recorded under (every project event looks it up: no scan)."""
         self.nodes: dict[str, NodeView] = {}
         self.slurm: dict[str, SlurmFamilyCapacity] = {}
         self.slurm_error: str = ""
@@ -388,25 +390,31 @@ class Ledger:
 
     # --- projects and nodes -------------------------------------------------------------------------
 
+    def _project_named(self, name: str) -> ProjectView | None:
+        project = self.projects.get(self._project_namespace.get(name, ""))
+        return project if project is not None and project.name == name else None
+
     def put_project(self, project: ProjectView) -> list[str]:
         """Record a project; returns the uids of its bookings to look at again when its state changed."""
-        old = next((p for p in self.projects.values() if p.name == project.name), None)
+        old = self._project_named(project.name)
         if old is not None and old.resource_version > project.resource_version:
             return []
         if old is not None and old.namespace != project.namespace:
             self.projects.pop(old.namespace, None)
         self.projects[project.namespace] = project
+        self._project_namespace[project.name] = project.namespace
         changed = old is None or (old.cordoned, old.deleting, old.ready) != (
             project.cordoned, project.deleting, project.ready
         )  # fmt: skip
         return [b.uid for b in self.namespace_bookings(project.namespace)] if changed else []
 
     def drop_project(self, name: str) -> list[str]:
-        for namespace, project in list(self.projects.items()):
-            if project.name == name:
-                del self.projects[namespace]
-                return [b.uid for b in self.namespace_bookings(namespace)]
-        return []
+        project = self._project_named(name)
+        self._project_namespace.pop(name, None)
+        if project is None:
+            return []
+        del self.projects[project.namespace]
+        return [b.uid for b in self.namespace_bookings(project.namespace)]
 
     def put_node(self, node: NodeView, settings: GpuSettings) -> list[str]:
         """Record a node; returns the uids of the bookings whose capacity changed with it."""

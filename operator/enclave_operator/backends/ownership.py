@@ -152,6 +152,11 @@ def namespace_claim(ns: Namespace | None, name: str, owner: Owner) -> ClaimResul
     return ClaimResult(claim, name, message)
 
 
+def _kind(resource: Any) -> type:
+    """The resource class of a class or of an object (lightkube calls take either)."""
+    return resource if isinstance(resource, type) else type(resource)
+
+
 class OwnedNamespaces:
     """A Kubernetes client for one owner's parts: namespaced calls only into namespaces it owns.
 
@@ -179,13 +184,13 @@ class OwnedNamespaces:
 
     def known_empty(self, resource: Any, namespace: str | None) -> bool:
         """True when `namespace` was created by this client and nothing of this kind can be there yet."""
-        kind = resource if isinstance(resource, type) else type(resource)
+        kind = _kind(resource)
         written = self._new.get(namespace or "")
         return written is not None and kind.__name__ not in BORN_WITH and kind.__name__ not in written
 
     def _wrote(self, resource: Any, namespace: str | None) -> None:
         """Remember a write into a namespace this client created: reads of that kind go to the server again."""
-        kind = resource if isinstance(resource, type) else type(resource)
+        kind = _kind(resource)
         if namespace is None:
             namespace = getattr(getattr(resource, "metadata", None), "namespace", None)
         if namespace in self._new:
@@ -228,7 +233,7 @@ class OwnedNamespaces:
         return True
 
     async def _scope(self, resource: Any, name: str | None, namespace: str | None, *, write: bool) -> bool:
-        kind = resource if isinstance(resource, type) else type(resource)
+        kind = _kind(resource)
         if issubclass(kind, NamespacedResource | NamespacedSubResource):  # a subresource: e.g. a Pod's Eviction
             if namespace is None:
                 meta = getattr(resource, "metadata", None)

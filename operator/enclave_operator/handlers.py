@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import functools
 import logging
 import os
-import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import kopf
@@ -34,6 +34,7 @@ from enclave_operator.backends import kube
 from enclave_operator.backends.errors import BackendError
 from enclave_operator.engine import status as status_io
 from enclave_operator.engine.events import KubeRecorder
+from enclave_operator.engine.resync import Key, PeeringGate, Retry
 from enclave_operator.engine.slots import Priority
 from enclave_operator.reconcilers import (
     approval,
@@ -135,11 +136,6 @@ def backoff(intervals: IntervalSettings, retry: int) -> float:
     )
 
 
-async def resync_pause(intervals: IntervalSettings) -> None:
-    """A random wait before a resync (intervals.resyncJitter): objects created or resumed together spread out."""
-    await asyncio.sleep(random.uniform(0, intervals.resync_jitter * intervals.resync_seconds))
-
-
 def today() -> datetime.date:
     """Governance dates are days in UTC."""
     return datetime.datetime.now(datetime.UTC).date()
@@ -203,8 +199,27 @@ def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None
     settings.admission.managed = None  # the deployment owns the configurations (module docstring)
 
 
+Resyncer = Callable[[Key, kopf.Memo], Awaitable[None]]
+"""Re-observe one object (engine/resync.py calls it when the object's resync is due); raises Retry."""
+
+
+def _bound(resync: Resyncer, memo: kopf.Memo) -> Callable[[Key], Awaitable[None]]:
+    return lambda key: resync(key, memo)
+
+
+async def as_resync(reconcile: Callable[..., Awaitable[None]], key: Key, memo: kopf.Memo) -> None:
+    """`reconcile` run as the resync of `key`, not a kopf timer (engine/resync.py: when, how fast, only in the
+    active process). It gets a body with just the name and uid: a reconcile reads the object afresh under its lock.
+    Its TemporaryError becomes the resync loop's Retry."""
+    try:
+        await reconcile(kopf.Body({"metadata": {"name": key.name, "uid": key.uid}}), memo, priority=Priority.RESYNC)
+    except kopf.TemporaryError as error:
+        raise Retry(float(error.delay or memo.runtime.settings.intervals.retry_seconds)) from None
+
+
 def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     """Register every handler in `registry`."""
+    resyncers: dict[str, Resyncer] = {}
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -231,6 +246,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             runtime.tasks.append(asyncio.create_task(poll_slurm_capacity(runtime)))
         metrics.GPU.source = lambda: gpu_bookings.figures(runtime.ledger, config.gpu, now())
         runtime.tasks.append(asyncio.create_task(memory.trim_periodically()))
+        peering = None if settings.peering.standalone else settings.peering.name
+        gate = PeeringGate(None if peering is None else lambda: status_io.read_peering(runtime.backends.kube, peering),
+                           settings.peering.priority)  # fmt: skip
+        bound = {kind: _bound(resync, memo) for kind, resync in resyncers.items()}
+        runtime.tasks.append(asyncio.create_task(runtime.resyncs.run(bound, gate, config.throttle.reconciles)))
 
     def requester(userinfo: dict[str, Any], runtime: Runtime) -> admission.Requester:
         username = str(userinfo.get("username", ""))
@@ -251,8 +271,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         # The slot before the lock: a resync waiting for a slot must not hold the lock an edit of the object needs.
         # The body is read again under the lock: the one kopf scheduled may be stale by now.
         async with runtime.slots.take(priority), runtime.locks[uid], observed(PROJECT_KIND.kind) as outcome:
-            body = await status_io.read_project(runtime.backends.kube, scheduled["metadata"]["name"], uid)
+            key = Key(PROJECT_KIND.kind, scheduled["metadata"]["name"], uid)
+            body = await status_io.read_project(runtime.backends.kube, key.name, uid)
             if body is None:
+                runtime.resyncs.forget(key)
                 return  # gone meanwhile
             meta = body["metadata"]
             recorder = KubeRecorder(runtime.backends.kube, body)
@@ -277,6 +299,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             if result.changed:
                 await status_io.write_project_status(runtime.backends.kube, meta["name"], result.status)
             metrics.OBJECTS.observe(PROJECT_KIND.kind, meta["uid"], result.status)
+            runtime.resyncs.reconciled(key)
             outcome["result"] = "retry" if result.retry else "ok"
         if result.retry:
             raise kopf.TemporaryError(result.message, delay=backoff(runtime.settings.intervals, retry))
@@ -287,18 +310,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     async def reconcile_project(body: kopf.Body, memo: kopf.Memo, retry: int, reason: kopf.Reason, **_: Any) -> None:
         await _reconcile(body, memo, retry, Priority.EDIT if reason == kopf.Reason.UPDATE else Priority.CREATE)
 
-    @kopf.timer(
-        *PROJECTS,
-        registry=registry,
-        id="resync",
-        interval=config.intervals.resync_seconds,
-        initial_delay=config.intervals.resync_seconds,
-    )
-    async def resync_project(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        """Re-observe every backend; repairs drift, writes nothing when nothing changed. A random extra wait first
-        (intervals.resyncJitter) spreads the resyncs of objects that were created or resumed together."""
-        await resync_pause(config.intervals)
-        await _reconcile(body, memo, priority=Priority.RESYNC)
+    # Re-observe every backend; repairs drift, writes nothing when nothing changed (when: engine/resync.py).
+    resyncers[PROJECT_KIND.kind] = functools.partial(as_resync, _reconcile)
 
     def mutate(kind: Literal["ResearchProject", "DataIngest", "GpuReservation"], operation: str,
                userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None, body: kopf.Body,
@@ -470,6 +483,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             # Back off like every other failure (issue 8.2): a deletion Slurm refuses must not retry every few seconds.
             raise kopf.TemporaryError(outcome.message, delay=backoff(runtime.settings.intervals, retry))
         metrics.OBJECTS.forget(PROJECT_KIND.kind, meta["uid"])
+        runtime.resyncs.forget(Key(PROJECT_KIND.kind, meta["name"], meta["uid"]))
         runtime.locks.pop(meta["uid"], None)
 
     # --- GPU bookings ---------------------------------------------------------------------------------
@@ -600,7 +614,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         finally:
             metrics.ADMISSION_SECONDS.labels(kind=GPU_KIND.kind).observe(time.perf_counter() - start)
 
-    _register_nodes(registry, config)
+    _register_nodes(registry, config, resyncers)
 
 
 def _node_busy(status: dict[str, Any] | None, **_: Any) -> bool:
@@ -610,7 +624,7 @@ def _node_busy(status: dict[str, Any] | None, **_: Any) -> bool:
         "Running", "Waiting")
 
 
-def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings, resyncers: dict[str, Resyncer]) -> None:
     """FederatedNode: reconcile (create, update, resume, resync, while busy), probes, retirement, admission.
 
     Every handler of one node holds the node's lock and starts from a fresh read of it: the probe timer and the
@@ -621,7 +635,9 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -
         meta = body["metadata"]
         async with runtime.slots.take(priority), runtime.locks[meta["uid"]], observed(NODE_KIND.kind) as outcome:
             fresh = await status_io.read_node(runtime.backends.kube, meta["name"])
-            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            key = Key(NODE_KIND.kind, meta["name"], meta["uid"])
+            if fresh is None or fresh["metadata"].get("deletionTimestamp") or fresh["metadata"].get("uid") != key.uid:
+                runtime.resyncs.forget(key)
                 return
             recorder = KubeRecorder(runtime.backends.kube, fresh)
             result = await federated_node.reconcile(
@@ -632,6 +648,7 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -
             if result.changed:
                 await status_io.write_node_status(runtime.backends.kube, meta["name"], fresh.get("status") or {},
                                                   result.status)  # fmt: skip
+            runtime.resyncs.reconciled(key)
             outcome["result"] = "retry" if result.retry else "ok"
         if result.retry:
             raise kopf.TemporaryError(result.message, delay=backoff(runtime.settings.intervals, retry))
@@ -642,13 +659,8 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -
     async def reconcile_node(body: kopf.Body, memo: kopf.Memo, retry: int, reason: kopf.Reason, **_: Any) -> None:
         await _reconcile(body, memo, retry, Priority.EDIT if reason == kopf.Reason.UPDATE else Priority.CREATE)
 
-    @kopf.timer(*NODES, registry=registry, id="resync", interval=config.intervals.resync_seconds,
-                initial_delay=config.intervals.resync_seconds)  # fmt: skip
-    async def resync_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        """Re-observe every part, re-evaluate compliance (dates, Node objects), start a backup that is due; after a
-        random extra wait like the projects' resync (intervals.resyncJitter)."""
-        await resync_pause(config.intervals)
-        await _reconcile(body, memo, priority=Priority.RESYNC)
+    # Re-observe every part, re-evaluate compliance (dates, Node objects), start a backup that is due.
+    resyncers[NODE_KIND.kind] = functools.partial(as_resync, _reconcile)
 
     @kopf.timer(*NODES, registry=registry, id="backups", interval=config.federation.backup_poll_seconds,
                 initial_delay=config.federation.backup_poll_seconds, when=_node_busy)  # fmt: skip
@@ -695,6 +707,7 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings) -
             await recorder.flush()
         if not outcome.done:
             raise kopf.TemporaryError(outcome.message, delay=runtime.settings.intervals.retry_seconds)
+        runtime.resyncs.forget(Key(NODE_KIND.kind, meta["name"], meta["uid"]))
         runtime.locks.pop(meta["uid"], None)
 
     @kopf.on.validate(*NODES, registry=registry, id="node-policy", operations=["CREATE", "UPDATE"])

@@ -20,6 +20,7 @@ from enclave_operator.backends import (
     slurm_reservations,
     throttle,
 )
+from enclave_operator.engine.resync import Resyncs
 from enclave_operator.engine.slots import Slots
 from enclave_operator.federation import profiles
 from enclave_operator.federation.profiles import Profiles
@@ -67,6 +68,8 @@ class Runtime:
     """GPU bookings, projects and GPU nodes in memory (webhook, booking controller, project quota)."""
     scontrol: slurm_accounts.Sacctmgr | None = None
     """scontrol runner (GPU reservations, Slurm node capacity); None without Slurm."""
+    resyncs: Resyncs = dataclasses.field(default_factory=lambda: Resyncs(300.0, 0.1, 20.0))
+    """When each project and federated node is re-observed next (settings.intervals)."""
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     """Background loops (Slurm capacity), cancelled at cleanup."""
 
@@ -99,7 +102,9 @@ class Runtime:
                             backup_targets=targets)  # fmt: skip
         signer = settings.webhook.signer()
         return cls(settings, backends, signer=signer, profiles=profiles.load(settings.federation.profile_dirs),
-                   slots=Slots(limits.reconciles), ledger=Ledger(signer), scontrol=scontrol)  # fmt: skip
+                   slots=Slots(limits.reconciles), ledger=Ledger(signer), scontrol=scontrol,
+                   resyncs=Resyncs(settings.intervals.resync_seconds, settings.intervals.resync_jitter,
+                                   settings.intervals.resyncs_per_second))  # fmt: skip
 
     async def close(self) -> None:
         for task in self.tasks:

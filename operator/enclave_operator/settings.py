@@ -446,7 +446,10 @@ class IntervalSettings(_Settings):
     """How often things happen."""
 
     resync_seconds: float = pydantic.Field(
-        300.0, ge=5, description="Re-observe every project this often to repair drift, seconds."
+        300.0,
+        ge=5,
+        description="Re-observe every project and federated node this long after its last reconcile, to repair "
+        "drift and act on dates, seconds.",
     )
     retry_seconds: float = pydantic.Field(
         10.0, ge=1, description="Delay before retrying a part that is not ready yet, seconds."
@@ -455,9 +458,16 @@ class IntervalSettings(_Settings):
         0.1,
         ge=0,
         le=1,
-        description="Each resync starts after a random extra wait of up to this fraction of resyncSeconds (0.1 of "
+        description="Each resync is due after a random extra wait of up to this fraction of resyncSeconds (0.1 of "
         "300 s: up to 30 s), so that projects created or resumed together do not re-observe their backends in "
         "the same second, and drift apart further with every cycle.",
+    )
+    resyncs_per_second: float = pydantic.Field(
+        20.0,
+        ge=0,
+        description="At most this many resyncs start per second (0: no limit but throttle.reconciles), so that a "
+        "full pass over many objects is spread out: 10,000 projects take at least 500 s at 20/s, and the resync "
+        "interval stretches to that when it is shorter. Edits and creations are never held back by it.",
     )
 
 

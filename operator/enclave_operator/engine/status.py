@@ -27,6 +27,8 @@ ResearchProjectResource = create_global_resource(GROUP, VERSION, PROJECT_KIND.ki
 DataIngestResource = create_namespaced_resource(GROUP, VERSION, INGEST_KIND.kind, INGEST_KIND.plural)
 GpuReservationResource = create_namespaced_resource(GROUP, VERSION, GPU_KIND.kind, GPU_KIND.plural)
 FederatedNodeResource = create_global_resource(GROUP, VERSION, NODE_KIND.kind, NODE_KIND.plural)
+PeeringResource = create_global_resource("kopf.dev", "v1", "ClusterKopfPeering", "clusterkopfpeerings")
+"""kopf's peering object (manifests/peering): which operator process is the active one (engine/resync.py)."""
 
 
 async def write_project_status(client: AsyncClient, name: str, status: Mapping[str, Any]) -> None:
@@ -79,6 +81,13 @@ async def write_reservation_status(
 async def read_node(client: AsyncClient, name: str) -> dict[str, Any] | None:
     """A FederatedNode as it is now (the reconcile and the probes both start from a fresh read), or None."""
     return await _read(client, FederatedNodeResource, name, None, None)
+
+
+async def read_peering(client: AsyncClient, name: str) -> dict[str, Any] | None:
+    """The status of kopf's peering object `name` (each process: priority, lifetime, last keep-alive), or None
+    when the object is missing."""
+    found = await _read(client, PeeringResource, name, None, None)
+    return None if found is None else dict(found.get("status") or {})
 
 
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -52,7 +53,7 @@ from localenv import environment  # noqa: E402
 from localenv.minio import start_minio  # noqa: E402
 from localenv.plane import start_plane  # noqa: E402
 from localenv.runtime import RunDir, Service, free_port, http_ok  # noqa: E402
-from localenv.webhooks import webhook_settings  # noqa: E402
+from localenv.webhooks import ca_file, install_webhooks, webhook_settings  # noqa: E402
 
 KUBECTL = str(ROOT / ".cache" / "bin" / "kubectl")
 Project = create_global_resource("enclave.io", "v1alpha1", "ResearchProject", "researchprojects")
@@ -87,19 +88,33 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def apiserver_requests(server: str, token: str) -> dict[str, float]:
-    """apiserver_request_total summed per verb and per "verb resource": every request the API server answered."""
+def apiserver_metrics(server: str, token: str) -> str:
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     req = urllib.request.Request(f"{server}/metrics", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, context=ctx, timeout=30) as response:
-        text = response.read().decode()
+        return str(response.read().decode())
+
+
+def apiserver_requests(text: str) -> dict[str, float]:
+    """apiserver_request_total summed per verb and per "verb resource[/subresource]": every request the API server
+    answered."""
     out: dict[str, float] = collections.defaultdict(float)
     for m in re.finditer(r"^apiserver_request_total\{([^}]*)\} (\S+)$", text, re.M):
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        resource = labels.get("resource", "?") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
         out[labels.get("verb", "?")] += float(m.group(2))
-        out[f"{labels.get('verb', '?')} {labels.get('resource', '?')}"] += float(m.group(2))
+        out[f"{labels.get('verb', '?')} {resource}"] += float(m.group(2))
     return dict(out)
+
+
+def admission_calls(text: str) -> tuple[float, float]:
+    """(calls, seconds) of the API server's calls to admission webhooks, as it measured them."""
+    values = {"count": 0.0, "sum": 0.0}
+    for m in re.finditer(r"^apiserver_admission_webhook_admission_duration_seconds_(count|sum)\{[^}]*\} (\S+)$",
+                         text, re.M):  # fmt: skip
+        values[m.group(1)] += float(m.group(2))
+    return values["count"], values["sum"]
 
 
 def operator_metrics(url: str) -> str:
@@ -131,6 +146,8 @@ class Counters:
     api: dict[str, float]
     text: str
     cpu: dict[str, float]
+    admission: tuple[float, float] = (0.0, 0.0)
+    """(calls, seconds) of the API server's admission webhook calls."""
 
     def api_reads(self) -> float:
         return sum(v for k, v in self.api.items() if k in READ_VERBS)
@@ -155,6 +172,7 @@ class Bench:
         self.plane = start_plane(self.run)
         self.minio = start_minio(self.run, scanner_speed="default")  # as deployed (see localenv/minio.py)
         self.kubeconfig = self.plane["kubeconfig"]
+        """The bench's own identity: a platform admin (system:masters), as a GitOps tool applying projects."""
         self.token = (self.run.path / "pki" / "tokens.csv").read_text().split(",", 1)[0]
         self.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         self.kubectl("wait", "--for=condition=Established", "crd/researchprojects.enclave.io")
@@ -167,7 +185,8 @@ class Bench:
             "s3": {"endpoint": self.minio["endpoint"], "secure": False},
             "intervals": {"resyncSeconds": self.args.resync, "retrySeconds": 5},
         }
-        self.env = {"KUBECONFIG": self.kubeconfig, "ENCLAVE_S3_ACCESS_KEY": self.minio["access_key"],
+        # The operator has its own identity, as in a deployment: the webhooks tell its requests from an admin's.
+        self.env = {"KUBECONFIG": self.plane["operator_kubeconfig"], "ENCLAVE_S3_ACCESS_KEY": self.minio["access_key"],
                     "ENCLAVE_S3_SECRET_KEY": self.minio["secret_key"]}  # fmt: skip
         self.ipa_meta = None
         self.sacctmgr = None
@@ -187,7 +206,8 @@ class Bench:
                 "url": ipa["url"], "caFile": ipa["ca_cert"], "username": ipa["admin_user"]}}  # fmt: skip
             self.config["slurm"] = {"slurmConf": slurm["slurm_conf"], "cluster": slurm["cluster"], "timeoutSeconds": 30}
             self.env["ENCLAVE_IPA_PASSWORD"] = ipa["password"]
-        self.config["webhook"], webhook_env = webhook_settings(self.run.path, free_port())  # served, not installed
+        # Served by the operator; installed once it is up (install_webhooks), unless --no-webhooks.
+        self.config["webhook"], webhook_env = webhook_settings(self.run.path, free_port())
         self.env.update(webhook_env)
         for key, value in self.args.set or []:
             section, _, field = key.partition(".")
@@ -229,7 +249,8 @@ class Bench:
             with contextlib.suppress(OSError):
                 cpu[name] = cpu_seconds(pid)
         text = operator_metrics(self.metrics_url) if hasattr(self, "metrics_url") else ""
-        return Counters(apiserver_requests(self.plane["server"], self.token), text, cpu)
+        api = apiserver_metrics(self.plane["server"], self.token)
+        return Counters(apiserver_requests(api), text, cpu, admission_calls(api))
 
     def settle(self, most: float = 30.0) -> None:
         """Wait until the servers are quiet (the API server rebuilds its OpenAPI for new CRDs for a while), so
@@ -296,6 +317,24 @@ class Bench:
         ))  # fmt: skip
         self.pid = int(self.run.load()["services"]["enclave-operator"]["pid"])
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        self.install_webhooks()
+
+    def install_webhooks(self) -> None:
+        """The Mutating- and ValidatingWebhookConfiguration, as the chart installs them (failurePolicy Fail): every
+        project the bench creates or edits then passes the operator's admission, which also puts the finalizer on
+        at CREATE. After the floor (which never goes through admission) and once the webhook port listens."""
+        hook = self.config["webhook"]
+        if self.args.no_webhooks:
+            self.report["webhooks"] = "not installed (--no-webhooks): served, but the API server does not call them"
+            return
+        deadline = time.monotonic() + 60
+        while not port_open(int(hook["port"])):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the operator's webhook port {hook['port']} is not open after 60 s")
+            time.sleep(0.2)
+        install_webhooks(Path(self.kubeconfig), f"https://127.0.0.1:{hook['port']}", ca_file(self.run.path),
+                         hook["configurationName"])  # fmt: skip
+        self.report["webhooks"] = f"installed ({hook['configurationName']}, failurePolicy Fail)"
 
     async def watch_ready(self, kube: AsyncClient, prefix: str, ready: dict[str, float]) -> None:
         """Record when each project whose name starts with `prefix` was first seen Ready."""
@@ -410,6 +449,9 @@ class Bench:
             "backend_call_seconds": parts,
             "api_by_resource_per_project": {k: (v - before.api.get(k, 0)) / n for k, v in after.api.items()
                                             if " " in k and v > before.api.get(k, 0)},
+            "admission_calls_per_project": (after.admission[0] - before.admission[0]) / n,
+            "admission_seconds_mean": (after.admission[1] - before.admission[1])
+            / max(after.admission[0] - before.admission[0], 1),
         }
         self.report["edits"] = edits
         self.kube_client = kube
@@ -520,6 +562,7 @@ class Bench:
         op = r["operator"]
         print(f"projects (N):                     {n}  (backends: {r['backends']})")
         print(f"load average start / end:         {r['load_start']} / {r['load_end']}  ({os.cpu_count()} cores)")
+        print(f"admission webhooks:               {r['webhooks']}")
         fl = r.get("floor")
         if fl:
             per = ", ".join(f"{k} {v:.1f} s" for k, v in fl["per_backend"].items())
@@ -539,6 +582,10 @@ class Bench:
               "bench traffic subtracted)")  # fmt: skip
         ranked = sorted(op["api_by_resource_per_project"].items(), key=lambda x: -x[1])
         print("  by verb and resource:           " + ", ".join(f"{k} {v:.1f}" for k, v in ranked if v >= 0.05))
+        if op["admission_calls_per_project"]:
+            print(f"  admission webhook calls:        {op['admission_calls_per_project']:.1f} per project (creates, "
+                  f"edits and the operator's own updates), mean {1000 * op['admission_seconds_mean']:.0f} ms as the "
+                  "API server measured them")  # fmt: skip
         backend = f"{op['s3_reads_per_project']:.1f} S3 reads, {op['s3_writes_per_project']:.1f} S3 writes"
         if self.args.all_backends:
             backend += (f", {op['identity_requests_per_project']:.1f} FreeIPA calls, "
@@ -574,6 +621,12 @@ class Bench:
             print(f"profile written to {self.args.profile}:\n{r['profile']}")
         if "memory_profile" in r:
             print(r["memory_profile"])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def is_ready(obj: Any) -> bool:
@@ -628,6 +681,9 @@ def main() -> int:
     parser.add_argument("--all-backends", action="store_true",
                         help="also the FreeIPA test server (identity groups) and real Slurm (accounts)")  # fmt: skip
     parser.add_argument("--no-floor", action="store_true", help="skip the floor")
+    parser.add_argument("--no-webhooks", action="store_true",
+                        help="serve the admission webhooks but do not install their configurations (projects are "
+                        "then admitted without the operator's checks, and kopf patches its finalizer in)")  # fmt: skip
     parser.add_argument("--edit-every", type=float, default=3.0,
                         help="seconds between two edits of the pilot during the rollout (default 3)")  # fmt: skip
     parser.add_argument("--profile", metavar="DIR",

@@ -13,8 +13,7 @@ from lightkube.resources.authentication_v1 import SelfSubjectReview
 
 from enclave_operator import signing
 from enclave_operator.backends import (
-    identity_freeipa,
-    identity_ldap,
+    identity,
     s3_minio,
     slurm_accounts,
     slurm_reservations,
@@ -25,7 +24,7 @@ from enclave_operator.engine.slots import Slots
 from enclave_operator.federation import profiles
 from enclave_operator.federation.profiles import Profiles
 from enclave_operator.reconcilers.gpu_bookings import Ledger
-from enclave_operator.reconcilers.research_project import Backends, IdentityClient
+from enclave_operator.reconcilers.research_project import Backends
 from enclave_operator.settings import OperatorSettings, S3Settings
 
 KUBE_TIMEOUT_S = 15.0
@@ -46,6 +45,22 @@ def s3_clients(s3: S3Settings) -> s3_minio.S3Clients:
         max_connections=s3.max_concurrent_calls,
     )
     return s3_minio.S3Clients(conn)
+
+
+def identity_client(settings: OperatorSettings) -> identity.IdentityClient | None:
+    """The configured directory's client. Its module is imported here, not at the top: ldap3, requests and
+    python-freeipa are ~7 MiB resident, loaded only by the enclaves that use them (tests/unit/test_memory.py)."""
+    if settings.identity is None:
+        return None
+    if settings.identity.provider == "freeipa":
+        from enclave_operator.backends import identity_freeipa
+
+        assert settings.identity.freeipa is not None
+        return identity_freeipa.FreeIpaClient(settings.identity.freeipa)
+    from enclave_operator.backends import identity_ldap
+
+    assert settings.identity.ldap is not None
+    return identity_ldap.LdapClient(settings.identity.ldap)
 
 
 @dataclasses.dataclass
@@ -88,17 +103,10 @@ class Runtime:
         throttle.configure("identity", per_second=limits.identity_per_second)
         throttle.configure("slurm", per_second=limits.slurm_per_second)
         kube = AsyncClient(timeout=httpx2.Timeout(KUBE_TIMEOUT_S), field_manager="enclave-operator")
-        identity: IdentityClient | None = None
-        if settings.identity is not None and settings.identity.provider == "freeipa":
-            assert settings.identity.freeipa is not None
-            identity = identity_freeipa.FreeIpaClient(settings.identity.freeipa)
-        elif settings.identity is not None:
-            assert settings.identity.ldap is not None
-            identity = identity_ldap.LdapClient(settings.identity.ldap)
         slurm = slurm_accounts.Sacctmgr(settings.slurm) if settings.slurm is not None else None
         scontrol = slurm_reservations.scontrol(settings.slurm) if settings.slurm is not None else None
         targets = {t.name: s3_clients(t) for t in settings.federation.backup_targets}
-        backends = Backends(kube=kube, s3=s3_clients(settings.s3), identity=identity, slurm=slurm,
+        backends = Backends(kube=kube, s3=s3_clients(settings.s3), identity=identity_client(settings), slurm=slurm,
                             backup_targets=targets)  # fmt: skip
         signer = settings.webhook.signer()
         return cls(settings, backends, signer=signer, profiles=profiles.load(settings.federation.profile_dirs),

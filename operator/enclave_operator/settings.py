@@ -15,8 +15,6 @@ import yaml
 from pydantic.alias_generators import to_camel
 
 from enclave_operator import signing as approval_keys
-from enclave_operator.backends.identity_freeipa import FreeIpaSettings
-from enclave_operator.backends.identity_ldap import LdapSettings
 from enclave_operator.backends.slurm_accounts import SlurmSettings
 from enclave_operator.configerror import ConfigError
 from enclave_operator.deid.config import TrustedSopClass
@@ -426,6 +424,93 @@ class FederationSettings(_Settings):
 
     def target(self, name: str) -> BackupTargetSettings | None:
         return next((t for t in self.backup_targets if t.name == name), None)
+
+
+MemberAttribute = Literal["member", "uniqueMember", "memberUid"]
+"""How an LDAP group lists its members (LdapSettings.memberAttribute)."""
+
+
+class FreeIpaSettings(_Settings):
+    """How the operator reaches FreeIPA. The password comes from an environment variable (a Secret)."""
+
+    url: str = pydantic.Field(description="https://host[:port] of the FreeIPA server (the /ipa path is implied).")
+    ca_file: Path | None = pydantic.Field(
+        None, description="CA bundle for the server's certificate; the system CAs when unset. Always verified."
+    )
+    username: str = pydantic.Field(min_length=1, description="The operator's service account (a FreeIPA user).")
+    password_env: str = pydantic.Field(
+        "ENCLAVE_IPA_PASSWORD", min_length=1, description="Environment variable holding that account's password."
+    )
+    timeout_seconds: float = pydantic.Field(
+        10.0, gt=0, le=300, description="Bound of one HTTP request to FreeIPA, seconds."
+    )
+
+    @pydantic.field_validator("url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("must be an https:// URL (FreeIPA sends a session cookie; plain HTTP is refused)")
+        if parts.path not in ("", "/", "/ipa", "/ipa/") or parts.query or parts.fragment:
+            raise ValueError("must be https://host[:port] without a path")
+        return value.rstrip("/").removesuffix("/ipa")
+
+    @property
+    def host(self) -> str:
+        """host[:port], as ClientMeta wants it."""
+        return self.url.removeprefix("https://")
+
+    def password(self) -> pydantic.SecretStr:
+        """The service account's password from the environment; an error names the missing variable."""
+        value = os.environ.get(self.password_env, "")
+        if not value:
+            raise ConfigError(
+                f"freeipa: environment variable {self.password_env} must hold the password of {self.username}"
+            )
+        return pydantic.SecretStr(value)
+
+
+class LdapSettings(_Settings):
+    """How the operator reaches the LDAP directory and how groups and users look there."""
+
+    uri: str = pydantic.Field(description="ldap://host:port or ldaps://host:port.")
+    bind_dn: str = pydantic.Field(min_length=1, description="DN the operator binds as.")
+    password_env: str = pydantic.Field(
+        "ENCLAVE_LDAP_PASSWORD", min_length=1, description="Environment variable holding the bind password."
+    )
+    groups_base_dn: str = pydantic.Field(min_length=1, description="Where project groups live (one level).")
+    users_base_dn: str = pydantic.Field(min_length=1, description="Where users are searched (subtree).")
+    member_attribute: MemberAttribute = pydantic.Field(
+        "member", description="member/uniqueMember hold user DNs; memberUid holds usernames."
+    )
+    group_object_class: str = pydantic.Field(
+        "groupOfNames", min_length=1, description="Structural object class of new groups (posixGroup for memberUid)."
+    )
+    user_id_attribute: str = pydantic.Field("uid", min_length=1, description="Attribute holding the username.")
+    empty_member: str | None = pydantic.Field(
+        None,
+        description="Placeholder member DN of a group with no real member (member/uniqueMember only); "
+        "the group's own DN when unset.",
+    )
+    timeout_seconds: float = pydantic.Field(10.0, gt=0, le=300, description="Bound of one LDAP operation, seconds.")
+    ca_file: Path | None = pydantic.Field(None, description="CA bundle for ldaps:// or StartTLS; system CAs if unset.")
+    start_tls: bool = pydantic.Field(False, description="Upgrade ldap:// with StartTLS before binding.")
+
+    @pydantic.field_validator("uri")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("ldap://", "ldaps://")):
+            raise ValueError("must start with ldap:// or ldaps://")
+        return value.rstrip("/")
+
+    def password(self) -> pydantic.SecretStr:
+        """The bind password from the environment; an error names the missing variable."""
+        value = os.environ.get(self.password_env, "")
+        if not value:
+            raise ConfigError(f"ldap: environment variable {self.password_env} must hold the password of the bind DN")
+        return pydantic.SecretStr(value)
 
 
 class IdentitySettings(_Settings):

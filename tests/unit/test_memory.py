@@ -100,3 +100,49 @@ def test_the_operator_does_not_load_the_workers_dicom_stack() -> None:
         """
     )
     assert loaded == "[]"
+
+
+IDENTITY_LIBRARIES = ("ldap3", "python_freeipa", "requests", "dns")
+"""ldap3, requests + python-freeipa, dnspython: ~14 MiB resident together; for directories and FederatedNode probes."""
+
+RUNTIME = """
+    import asyncio, os, sys, tempfile
+    from enclave_operator import cli, handlers, settings
+    from enclave_operator.runtime import Runtime
+
+    directory = tempfile.mkdtemp()
+    with open(os.path.join(directory, "kubeconfig"), "w") as f:
+        f.write('''{"apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}''')
+    os.environ.update(KUBECONFIG=os.path.join(directory, "kubeconfig"), ENCLAVE_S3_ACCESS_KEY="access",
+                      ENCLAVE_S3_SECRET_KEY="secret-key-of-the-test", ENCLAVE_SIGNING_KEY="0" * 64,
+                      ENCLAVE_IPA_PASSWORD="pw", ENCLAVE_LDAP_PASSWORD="pw")
+    config = {"s3": {"endpoint": "127.0.0.1:9000", "secure": False}, **extra}
+
+    async def main():
+        runtime = Runtime.create(settings.parse(config))
+        print(type(runtime.backends.identity).__name__, sorted(m for m in libraries if m in sys.modules))
+
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, "NoneType []"),
+        ({"identity": {"provider": "freeipa", "freeipa": {"url": "https://ipa.example.org", "username": "svc"}}},
+         "FreeIpaClient ['python_freeipa', 'requests']"),
+        ({"identity": {"provider": "ldap", "ldap": {"uri": "ldap://ldap.example.org", "bindDn": "cn=svc",
+                                                    "groupsBaseDn": "ou=groups", "usersBaseDn": "ou=people"}}},
+         "LdapClient ['ldap3']"),
+    ],
+    ids=["kubernetes-s3", "freeipa", "ldap"],
+)  # fmt: skip
+def test_the_operator_loads_only_the_identity_library_it_is_configured_for(extra: dict[str, object],
+                                                                          expected: str) -> None:  # fmt: skip
+    # the operator's imports load none of them; building the runtime loads the configured directory's only
+    loaded = child(f"extra = {extra!r}\nlibraries = {IDENTITY_LIBRARIES!r}\n" + textwrap.dedent(RUNTIME))
+    assert loaded == expected

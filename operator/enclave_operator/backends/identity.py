@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from enclave_operator import reasons
 from enclave_operator.backends import ownership
-from enclave_operator.backends.adapter import Observation
+from enclave_operator.backends.adapter import Adapter, Observation
 
 MEMBER = "Member"
 """The user is in the group."""
@@ -31,6 +32,22 @@ MISSING_NAMES_SHOWN = 20
 """At most this many missing usernames in a condition message (a condition is not a report)."""
 MAX_DESCRIPTION = 255
 """FreeIPA and common LDAP schemas take longer descriptions, but Slurm-like tools and UIs cut here."""
+
+
+class GroupAdapter(Adapter, ownership.Claimable, Protocol):
+    """One group in the directory (FreeIpaGroupAdapter, LdapGroupAdapter)."""
+
+
+class IdentityClient(Protocol):
+    """A directory's client (identity_freeipa.FreeIpaClient, identity_ldap.LdapClient), made once per process by
+    runtime.Runtime.create from settings.identity. Its module is imported only there, so that an enclave without
+    a directory never loads ldap3, requests or python-freeipa (~7 MiB resident)."""
+
+    def group_adapter(self, desired: DesiredIdentityGroup) -> GroupAdapter:
+        """The adapter of one group in this directory."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 def owner_marker(owner: ownership.Owner) -> str:

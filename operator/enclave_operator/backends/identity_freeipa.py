@@ -16,17 +16,14 @@ import asyncio
 import collections
 import dataclasses
 import logging
-import os
 import ssl
 import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
 import requests
 import requests.adapters
-from pydantic.alias_generators import to_camel
 from python_freeipa import ClientMeta, exceptions
 
 from enclave_operator import metrics, reasons
@@ -35,6 +32,7 @@ from enclave_operator.backends import identity, ownership, throttle
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
 from enclave_operator.configerror import ConfigError
+from enclave_operator.settings import FreeIpaSettings
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,50 +50,6 @@ ALREADY_MEMBER = "this entry is already a member"
 NOT_A_MEMBER = "this entry is not a member"
 PROTECTED_GROUPS = frozenset({"admins", "ipausers", "editors", "trust admins", "default smb group"})
 """FreeIPA's own groups: a project named like one must never rewrite its members or delete it."""
-
-
-class FreeIpaSettings(pydantic.BaseModel):
-    """How the operator reaches FreeIPA. The password comes from an environment variable (a Secret)."""
-
-    model_config = pydantic.ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
-
-    url: str = pydantic.Field(description="https://host[:port] of the FreeIPA server (the /ipa path is implied).")
-    ca_file: Path | None = pydantic.Field(
-        None, description="CA bundle for the server's certificate; the system CAs when unset. Always verified."
-    )
-    username: str = pydantic.Field(min_length=1, description="The operator's service account (a FreeIPA user).")
-    password_env: str = pydantic.Field(
-        "ENCLAVE_IPA_PASSWORD", min_length=1, description="Environment variable holding that account's password."
-    )
-    timeout_seconds: float = pydantic.Field(
-        10.0, gt=0, le=300, description="Bound of one HTTP request to FreeIPA, seconds."
-    )
-
-    @pydantic.field_validator("url")
-    @classmethod
-    def _https(cls, value: str) -> str:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(value)
-        if parts.scheme != "https" or not parts.hostname:
-            raise ValueError("must be an https:// URL (FreeIPA sends a session cookie; plain HTTP is refused)")
-        if parts.path not in ("", "/", "/ipa", "/ipa/") or parts.query or parts.fragment:
-            raise ValueError("must be https://host[:port] without a path")
-        return value.rstrip("/").removesuffix("/ipa")
-
-    @property
-    def host(self) -> str:
-        """host[:port], as ClientMeta wants it."""
-        return self.url.removeprefix("https://")
-
-    def password(self) -> pydantic.SecretStr:
-        """The service account's password from the environment; an error names the missing variable."""
-        value = os.environ.get(self.password_env, "")
-        if not value:
-            raise ConfigError(
-                f"freeipa: environment variable {self.password_env} must hold the password of {self.username}"
-            )
-        return pydantic.SecretStr(value)
 
 
 class _TimeoutAdapter(requests.adapters.HTTPAdapter):
@@ -231,6 +185,9 @@ class FreeIpaClient:
             if error.code in ok_codes:
                 return None
             raise
+
+    def group_adapter(self, desired: identity.DesiredIdentityGroup) -> FreeIpaGroupAdapter:
+        return FreeIpaGroupAdapter(self, desired)
 
     async def close(self) -> None:
         """Log out and close the HTTP pool (best effort: a shutting-down operator need not wait for FreeIPA)."""

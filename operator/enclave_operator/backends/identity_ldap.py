@@ -21,19 +21,16 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import ldap3
 import pydantic
 from ldap3.core import exceptions as ldap_errors
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
-from pydantic.alias_generators import to_camel
 
 from enclave_operator import reasons
 from enclave_operator.api.research_project import DeletionPolicy
@@ -41,6 +38,7 @@ from enclave_operator.backends import identity, ownership, throttle
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
 from enclave_operator.configerror import ConfigError
+from enclave_operator.settings import LdapSettings
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,52 +57,6 @@ UNAVAILABLE_CODES = frozenset({3, 51, 52, 80})
 """timeLimitExceeded, busy, unavailable, other: worth a retry."""
 USER_SEARCH_CHUNK = 100
 """Usernames per search filter (an OR of equality filters)."""
-
-MemberAttribute = Literal["member", "uniqueMember", "memberUid"]
-
-
-class LdapSettings(pydantic.BaseModel):
-    """How the operator reaches the LDAP directory and how groups and users look there."""
-
-    model_config = pydantic.ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
-
-    uri: str = pydantic.Field(description="ldap://host:port or ldaps://host:port.")
-    bind_dn: str = pydantic.Field(min_length=1, description="DN the operator binds as.")
-    password_env: str = pydantic.Field(
-        "ENCLAVE_LDAP_PASSWORD", min_length=1, description="Environment variable holding the bind password."
-    )
-    groups_base_dn: str = pydantic.Field(min_length=1, description="Where project groups live (one level).")
-    users_base_dn: str = pydantic.Field(min_length=1, description="Where users are searched (subtree).")
-    member_attribute: MemberAttribute = pydantic.Field(
-        "member", description="member/uniqueMember hold user DNs; memberUid holds usernames."
-    )
-    group_object_class: str = pydantic.Field(
-        "groupOfNames", min_length=1, description="Structural object class of new groups (posixGroup for memberUid)."
-    )
-    user_id_attribute: str = pydantic.Field("uid", min_length=1, description="Attribute holding the username.")
-    empty_member: str | None = pydantic.Field(
-        None,
-        description="Placeholder member DN of a group with no real member (member/uniqueMember only); "
-        "the group's own DN when unset.",
-    )
-    timeout_seconds: float = pydantic.Field(10.0, gt=0, le=300, description="Bound of one LDAP operation, seconds.")
-    ca_file: Path | None = pydantic.Field(None, description="CA bundle for ldaps:// or StartTLS; system CAs if unset.")
-    start_tls: bool = pydantic.Field(False, description="Upgrade ldap:// with StartTLS before binding.")
-
-    @pydantic.field_validator("uri")
-    @classmethod
-    def _scheme(cls, value: str) -> str:
-        if not value.startswith(("ldap://", "ldaps://")):
-            raise ValueError("must start with ldap:// or ldaps://")
-        return value.rstrip("/")
-
-    def password(self) -> pydantic.SecretStr:
-        """The bind password from the environment; an error names the missing variable."""
-        value = os.environ.get(self.password_env, "")
-        if not value:
-            raise ConfigError(f"ldap: environment variable {self.password_env} must hold the password of the bind DN")
-        return pydantic.SecretStr(value)
-
 
 class LdapResultError(BackendError):
     """An LDAP operation answered with a result code that is not success."""
@@ -221,6 +173,9 @@ class LdapClient:
             raise BackendRejected(f"{what}: LDAP StartTLS failed") from None
         except ldap_errors.LDAPException as error:
             raise BackendError(f"{what}: LDAP client error ({type(error).__name__})") from None
+
+    def group_adapter(self, desired: identity.DesiredIdentityGroup) -> LdapGroupAdapter:
+        return LdapGroupAdapter(self, desired)
 
     async def close(self) -> None:
         """Unbind (in a thread: the lock may be held by a running call)."""

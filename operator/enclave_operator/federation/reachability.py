@@ -3,6 +3,7 @@
 The probes are I/O (bounded by a timeout each); the state they lead to is pure (`record`): NeverSeen until
 both answer once, then Online while both answer and Offline as soon as one does not. Any well-formed DNS
 answer counts, whatever its rcode (REFUSED or NXDOMAIN still prove that 53/UDP reaches a DNS server).
+dnspython is imported by the DNS probe, not here: only enclaves with FederatedNodes need it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,6 @@ import socket
 import time
 from collections.abc import Mapping
 from typing import Any
-
-import dns.asyncquery
-import dns.exception
-import dns.message
-import dns.rcode
-import dns.rdatatype
 
 from enclave_operator import conditions, reasons
 from enclave_operator.api.federated_node import Endpoint
@@ -40,8 +35,9 @@ async def _resolve(host: str, port: int, kind: socket.SocketKind, timeout: float
     return str(infos[0][4][0])
 
 
-def _error(error: BaseException) -> str:
-    if isinstance(error, (TimeoutError, asyncio.TimeoutError, dns.exception.Timeout)):
+def _error(error: BaseException, *timeouts: type[BaseException]) -> str:
+    """What went wrong, in a few words; `timeouts`: a client library's own timeout errors."""
+    if isinstance(error, (TimeoutError, asyncio.TimeoutError, *timeouts)):
         return "no answer (timed out)"
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
@@ -76,13 +72,19 @@ async def probe_ssh(host: str, port: int, timeout: float) -> ProbeResult:
 
 async def probe_dns(host: str, port: int, name: str, timeout: float) -> ProbeResult:
     """One DNS query (type SOA for `name`) over UDP; any answer proves the path."""
+    import dns.asyncquery
+    import dns.exception
+    import dns.message
+    import dns.rcode
+    import dns.rdatatype
+
     start = time.perf_counter()
     try:
         address = await _resolve(host, port, socket.SOCK_DGRAM, timeout)
         query = dns.message.make_query(name, dns.rdatatype.SOA)
         response = await dns.asyncquery.udp(query, address, timeout=timeout, port=port)
     except (OSError, TimeoutError, dns.exception.DNSException) as error:
-        return ProbeResult(False, f"{port}/UDP: {_error(error)}", time.perf_counter() - start)
+        return ProbeResult(False, f"{port}/UDP: {_error(error, dns.exception.Timeout)}", time.perf_counter() - start)
     return ProbeResult(True, f"{port}/UDP: answered {dns.rcode.to_text(response.rcode())}", time.perf_counter() - start)
 
 

@@ -31,8 +31,6 @@ from enclave_operator.api.common import spec_error
 from enclave_operator.api.federated_node import Endpoint, FederatedNodeSpec, Integrator, RequirementsProfile
 from enclave_operator.backends import (
     identity,
-    identity_freeipa,
-    identity_ldap,
     kube,
     kube_namespace,
     kube_objects,
@@ -169,9 +167,7 @@ def _identity_group(node: NodePlan, backends: Backends) -> Adapter | None:
         node.group, f"Integrators of federated node {node.name} ({node.spec.site})",
         [i.user for i in node.active], owner=node.owner,
     )  # fmt: skip
-    if isinstance(backends.identity, identity_freeipa.FreeIpaClient):
-        return identity_freeipa.FreeIpaGroupAdapter(backends.identity, desired)
-    return identity_ldap.LdapGroupAdapter(backends.identity, desired)
+    return backends.identity.group_adapter(desired)
 
 
 @dataclasses.dataclass(frozen=True)

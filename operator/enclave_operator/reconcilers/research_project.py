@@ -30,8 +30,6 @@ from enclave_operator.api.research_project import KIND as PROJECT_KIND_INFO
 from enclave_operator.api.research_project import ResearchProjectSpec, Role
 from enclave_operator.backends import (
     identity,
-    identity_freeipa,
-    identity_ldap,
     kube_create_only,
     kube_namespace,
     kube_objects,
@@ -42,6 +40,7 @@ from enclave_operator.backends import (
     unavailable,
 )
 from enclave_operator.backends.adapter import Adapter
+from enclave_operator.backends.identity import IdentityClient
 from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import Recorder
 from enclave_operator.ingest import job as ingest_job
@@ -155,9 +154,6 @@ def plan(name: str, spec: ResearchProjectSpec, settings: OperatorSettings, today
     )
 
 
-IdentityClient = identity_freeipa.FreeIpaClient | identity_ldap.LdapClient
-
-
 @dataclasses.dataclass(frozen=True)
 class Backends:
     """Clients of every backend, made once per operator process; optional backends are None when the
@@ -264,9 +260,7 @@ NEEDS: Mapping[str, tuple[str, ...]] = {
 gets a policy that must exist."""
 
 
-def _identity_group(
-    project: ProjectPlan, backends: Backends
-) -> identity_freeipa.FreeIpaGroupAdapter | identity_ldap.LdapGroupAdapter | None:
+def _identity_group(project: ProjectPlan, backends: Backends) -> identity.GroupAdapter | None:
     if backends.identity is None:
         return None
     group = identity.DesiredIdentityGroup(
@@ -276,9 +270,7 @@ def _identity_group(
         project.spec.identity.gid_number,
         owner=project.owner,
     )
-    if isinstance(backends.identity, identity_freeipa.FreeIpaClient):
-        return identity_freeipa.FreeIpaGroupAdapter(backends.identity, group)
-    return identity_ldap.LdapGroupAdapter(backends.identity, group)
+    return backends.identity.group_adapter(group)
 
 
 async def collisions(

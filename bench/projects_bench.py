@@ -655,7 +655,7 @@ def summarise_profile(path: Path) -> str:
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack:
+        if not stack or not count_text.isdigit():  # py-spy writes a frame it cannot name with spaces in it
             continue
         count = int(count_text)
         frames = stack.split(";")

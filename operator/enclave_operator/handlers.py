@@ -273,9 +273,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         async with runtime.slots.take(priority), runtime.locks[uid], observed(PROJECT_KIND.kind) as outcome:
             key = Key(PROJECT_KIND.kind, scheduled["metadata"]["name"], uid)
             body = await status_io.read_project(runtime.backends.kube, key.name, uid)
-            if body is None:
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                # Gone meanwhile, or being deleted: the delete handler owns it (a resync that waited for the lock
+                # behind it must not provision again what it has just removed).
                 runtime.resyncs.forget(key)
-                return  # gone meanwhile
+                return
             meta = body["metadata"]
             recorder = KubeRecorder(runtime.backends.kube, body)
             namespace = runtime.settings.naming.namespace.format(project=meta["name"])

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
-import functools
 import logging
 import os
 import time
@@ -32,6 +31,7 @@ from enclave_operator.api.gpu_reservation import KIND as GPU_KIND
 from enclave_operator.api.research_project import KIND as PROJECT_KIND
 from enclave_operator.backends import kube
 from enclave_operator.backends.errors import BackendError
+from enclave_operator.backoff import doubling
 from enclave_operator.engine import status as status_io
 from enclave_operator.engine.events import KubeRecorder
 from enclave_operator.engine.resync import Key, PeeringGate, Retry
@@ -130,10 +130,8 @@ async def observed(kind: str) -> AsyncIterator[dict[str, str]]:
 
 
 def backoff(intervals: IntervalSettings, retry: int) -> float:
-    """Exponential back-off for a part that is not ready (e.g. a backend outage), capped at the resync interval."""
-    return float(
-        min(intervals.retry_seconds * 2 ** min(retry, 10), max(intervals.resync_seconds, intervals.retry_seconds))
-    )
+    """Back-off for a part that is not ready (e.g. a backend outage), capped at the resync interval."""
+    return doubling(intervals.retry_seconds, intervals.resync_seconds, retry)
 
 
 def today() -> datetime.date:
@@ -199,27 +197,29 @@ def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None
     settings.admission.managed = None  # the deployment owns the configurations (module docstring)
 
 
-Resyncer = Callable[[Key, kopf.Memo], Awaitable[None]]
-"""Re-observe one object (engine/resync.py calls it when the object's resync is due); raises Retry."""
+Reconcile = Callable[..., Awaitable[None]]
+"""A kind's reconcile: (scheduled body, memo, retry=0, priority=EDIT); raises kopf.TemporaryError to be retried."""
 
 
-def _bound(resync: Resyncer, memo: kopf.Memo) -> Callable[[Key], Awaitable[None]]:
-    return lambda key: resync(key, memo)
-
-
-async def as_resync(reconcile: Callable[..., Awaitable[None]], key: Key, memo: kopf.Memo) -> None:
-    """`reconcile` run as the resync of `key`, not a kopf timer (engine/resync.py: when, how fast, only in the
+def as_resync(reconcile: Reconcile, memo: kopf.Memo) -> Callable[[Key], Awaitable[None]]:
+    """`reconcile` as the resync of an object, not a kopf timer (engine/resync.py: when, how fast, only in the
     active process). It gets a body with just the name and uid: a reconcile reads the object afresh under its lock.
     Its TemporaryError becomes the resync loop's Retry."""
-    try:
-        await reconcile(kopf.Body({"metadata": {"name": key.name, "uid": key.uid}}), memo, priority=Priority.RESYNC)
-    except kopf.TemporaryError as error:
-        raise Retry(float(error.delay or memo.runtime.settings.intervals.retry_seconds)) from None
+
+    async def resync(key: Key) -> None:
+        try:
+            await reconcile(kopf.Body({"metadata": {"name": key.name, "uid": key.uid}}), memo,
+                            priority=Priority.RESYNC)  # fmt: skip
+        except kopf.TemporaryError as error:
+            raise Retry(float(error.delay or memo.runtime.settings.intervals.retry_seconds)) from None
+
+    return resync
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     """Register every handler in `registry`."""
-    resyncers: dict[str, Resyncer] = {}
+    resynced: dict[str, Reconcile] = {}
+    """Per kind, the reconcile that is also its resync (engine/resync.py schedules them)."""
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -249,8 +249,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         peering = None if settings.peering.standalone else settings.peering.name
         gate = PeeringGate(None if peering is None else lambda: status_io.read_peering(runtime.backends.kube, peering),
                            settings.peering.priority)  # fmt: skip
-        bound = {kind: _bound(resync, memo) for kind, resync in resyncers.items()}
-        runtime.tasks.append(asyncio.create_task(runtime.resyncs.run(bound, gate, config.throttle.reconciles)))
+        resyncs = {kind: as_resync(reconcile, memo) for kind, reconcile in resynced.items()}
+        runtime.tasks.append(asyncio.create_task(runtime.resyncs.run(resyncs, gate, config.throttle.reconciles)))
 
     def requester(userinfo: dict[str, Any], runtime: Runtime) -> admission.Requester:
         username = str(userinfo.get("username", ""))
@@ -313,7 +313,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         await _reconcile(body, memo, retry, Priority.EDIT if reason == kopf.Reason.UPDATE else Priority.CREATE)
 
     # Re-observe every backend; repairs drift, writes nothing when nothing changed (when: engine/resync.py).
-    resyncers[PROJECT_KIND.kind] = functools.partial(as_resync, _reconcile)
+    resynced[PROJECT_KIND.kind] = _reconcile
 
     def mutate(kind: Literal["ResearchProject", "DataIngest", "GpuReservation"], operation: str,
                userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None, body: kopf.Body,
@@ -616,7 +616,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         finally:
             metrics.ADMISSION_SECONDS.labels(kind=GPU_KIND.kind).observe(time.perf_counter() - start)
 
-    _register_nodes(registry, config, resyncers)
+    _register_nodes(registry, config, resynced)
 
 
 def _node_busy(status: dict[str, Any] | None, **_: Any) -> bool:
@@ -626,7 +626,7 @@ def _node_busy(status: dict[str, Any] | None, **_: Any) -> bool:
         "Running", "Waiting")
 
 
-def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings, resyncers: dict[str, Resyncer]) -> None:
+def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings, resynced: dict[str, Reconcile]) -> None:
     """FederatedNode: reconcile (create, update, resume, resync, while busy), probes, retirement, admission.
 
     Every handler of one node holds the node's lock and starts from a fresh read of it: the probe timer and the
@@ -662,7 +662,7 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings, r
         await _reconcile(body, memo, retry, Priority.EDIT if reason == kopf.Reason.UPDATE else Priority.CREATE)
 
     # Re-observe every part, re-evaluate compliance (dates, Node objects), start a backup that is due.
-    resyncers[NODE_KIND.kind] = functools.partial(as_resync, _reconcile)
+    resynced[NODE_KIND.kind] = _reconcile
 
     @kopf.timer(*NODES, registry=registry, id="backups", interval=config.federation.backup_poll_seconds,
                 initial_delay=config.federation.backup_poll_seconds, when=_node_busy)  # fmt: skip

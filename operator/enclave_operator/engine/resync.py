@@ -25,6 +25,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from enclave_operator.backoff import doubling
+
 logger = logging.getLogger(__name__)
 
 
@@ -168,10 +170,10 @@ class Resyncs:
             await resync(key)
             self._failures.pop(key, None)
         except Retry as retry:
-            # Doubling from the reconcile's own delay up to the interval, like kopf's back-off of a handler.
+            # Doubling from the reconcile's own delay up to the interval, as a kopf handler's retries do.
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             if key not in self._due:  # else a reconcile meanwhile has already put it back
-                self.schedule(key, min(retry.delay * 2 ** min(failures - 1, 10), max(self.interval, retry.delay)))
+                self.schedule(key, doubling(retry.delay, self.interval, failures - 1))
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a resync must never end the loop; the next one tries again

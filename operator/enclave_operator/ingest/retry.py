@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from enclave_operator.backoff import doubling
+
 T = TypeVar("T")
 
 #: first backoff in seconds (doubling, capped); INGEST_BACKOFF_SECONDS overrides it (tests)
@@ -23,8 +25,7 @@ class Permanent(Exception):  # noqa: N818 - a marker wrapper, not an error in it
 
 
 def backoff(attempt: int, base: float | None = None) -> float:
-    b = BASE_DELAY if base is None else base
-    return float(min(MAX_DELAY, b * (2**attempt)))
+    return doubling(BASE_DELAY if base is None else base, MAX_DELAY, attempt)
 
 
 def with_retries(

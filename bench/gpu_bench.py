@@ -42,7 +42,7 @@ from enclave_operator.settings import OperatorSettings  # noqa: E402
 from localenv import environment  # noqa: E402
 from localenv.kwok import GPU_LABEL_KEY, GPU_PRODUCTS, apply_nodes, gpu_node, kwok_service  # noqa: E402
 from localenv.minio import start_minio  # noqa: E402
-from localenv.plane import start_plane  # noqa: E402
+from localenv.plane import OPERATOR_USER, start_plane  # noqa: E402
 from localenv.runtime import RunDir, Service, free_port, http_ok  # noqa: E402
 from localenv.webhooks import ca_file, install_webhooks, webhook_settings  # noqa: E402
 from support.builders import BookingBuilder, ProjectBuilder  # noqa: E402
@@ -156,12 +156,12 @@ def through_api(bookings: int, keep: bool) -> None:
         name="enclave-operator",
         argv=[sys.executable, "-m", "enclave_operator", "run", f"--config={config}", "--standalone",
               "--bind=127.0.0.1", f"--liveness-port={live_port}", f"--metrics-port={metrics_port}"],
-        env={"KUBECONFIG": kubeconfig, "ENCLAVE_S3_ACCESS_KEY": minio["access_key"],
+        env={"KUBECONFIG": plane["operator_kubeconfig"], "ENCLAVE_S3_ACCESS_KEY": minio["access_key"],
              "ENCLAVE_S3_SECRET_KEY": minio["secret_key"], **webhook_env},
         ready=lambda: http_ok(f"http://127.0.0.1:{live_port}/healthz"),
     ))  # fmt: skip
     install_webhooks(Path(kubeconfig), f"https://127.0.0.1:{webhook['port']}", ca_file(run.path),
-                     "bench.webhooks.enclave.io")  # fmt: skip
+                     "bench.webhooks.enclave.io", OPERATOR_USER)  # fmt: skip
     name = f"gb{secrets.token_hex(2)}"
     kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump(ProjectBuilder(name).deletion("Delete").obj()))
     kubectl(kubeconfig, "wait", "--for=condition=Ready", "--timeout=300s", f"researchproject/{name}")

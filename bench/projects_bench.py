@@ -51,7 +51,7 @@ from enclave_operator.backends import identity_freeipa, s3_minio, slurm_accounts
 from enclave_operator.reconcilers import research_project  # noqa: E402
 from localenv import environment  # noqa: E402
 from localenv.minio import start_minio  # noqa: E402
-from localenv.plane import start_plane  # noqa: E402
+from localenv.plane import OPERATOR_USER, start_plane  # noqa: E402
 from localenv.runtime import RunDir, Service, free_port, http_ok  # noqa: E402
 from localenv.webhooks import ca_file, install_webhooks, webhook_settings  # noqa: E402
 
@@ -333,7 +333,7 @@ class Bench:
                 raise SystemExit(f"the operator's webhook port {hook['port']} is not open after 60 s")
             time.sleep(0.2)
         install_webhooks(Path(self.kubeconfig), f"https://127.0.0.1:{hook['port']}", ca_file(self.run.path),
-                         hook["configurationName"])  # fmt: skip
+                         hook["configurationName"], OPERATOR_USER)  # fmt: skip
         self.report["webhooks"] = f"installed ({hook['configurationName']}, failurePolicy Fail)"
 
     async def watch_ready(self, kube: AsyncClient, prefix: str, ready: dict[str, float]) -> None:

@@ -36,16 +36,20 @@ CHART_MANAGED_SETTINGS = {"OperatorSettings": ["webhook"],
 
 
 PLACEHOLDER_SERVICE = {"namespace": "-", "name": "-", "port": 443}
+PLACEHOLDER_OPERATOR_USER = "OPERATOR_SERVICE_ACCOUNT"
+"""Stands for the release's service account username in files/webhooks.yaml; templates/webhook.yaml replaces it."""
 
 
 def webhooks() -> list[dict[str, Any]]:
     """The Mutating- and ValidatingWebhookConfiguration as `enclave-operator webhook-config --service` prints them
     (handlers.webhook_configurations, the one generator), each webhook's clientConfig reduced to its path: the
-    template fills in the release's Service and the CA (templates/webhook.yaml)."""
+    template fills in the release's Service and the CA, and the operator's service account for the placeholder
+    (templates/webhook.yaml)."""
     from enclave_operator import handlers, settings
 
     name = settings.WebhookSettings().configuration_name
-    configurations = handlers.webhook_configurations(name, {"service": dict(PLACEHOLDER_SERVICE)})
+    configurations = handlers.webhook_configurations(name, {"service": dict(PLACEHOLDER_SERVICE)},
+                                                     operator_user=PLACEHOLDER_OPERATOR_USER)  # fmt: skip
     for configuration in configurations:
         for hook in configuration["webhooks"]:
             hook["clientConfig"] = {"service": {"path": hook["clientConfig"]["service"]["path"]}}

@@ -26,6 +26,7 @@ from localenv import (
 from localenv.kwok import GPU_LABEL_KEY, GPU_PRODUCTS, apply_nodes, gpu_families, gpu_node  # noqa: E402
 from localenv.minio import start_minio  # noqa: E402
 from localenv.people import PEOPLE_FILE, add_people  # noqa: E402
+from localenv.plane import OPERATOR_USER  # noqa: E402
 from localenv.podrunner import podrunner_service  # noqa: E402
 from localenv.runtime import CHART, REPO_ROOT, RunDir, Service, ServiceError, free_port, http_ok  # noqa: E402
 from localenv.webhooks import (  # noqa: E402
@@ -272,7 +273,8 @@ def up(use_chart: bool = False) -> int:
         operator = run.start(processes[0])
         for process in processes[1:]:
             run.start(process)  # younger: it waits, and takes over when the first one stops
-        install_webhooks(run.path / "kubeconfig", webhooks["url"], ca_file(run.path), "webhooks.enclave.io")
+        install_webhooks(run.path / "kubeconfig", webhooks["url"], ca_file(run.path), "webhooks.enclave.io",
+                         OPERATOR_USER)  # the operator runs as itself (operator.kubeconfig)
     kubectl(run, "apply", "-f", str(EXAMPLE))
     kubectl(run, "wait", "--for=condition=Ready", "--timeout=180s", "researchproject/onco-flow")
     print(kubectl(run, "get", "researchprojects", "-o", "wide"))

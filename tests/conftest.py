@@ -22,7 +22,7 @@ from localenv.freeipa_server import start_freeipa
 from localenv.kwok import gpu_families
 from localenv.minio import start_minio
 from localenv.orthanc import start_orthanc
-from localenv.plane import start_plane
+from localenv.plane import OPERATOR_USER, start_plane
 from localenv.podrunner import podrunner_service
 from localenv.runtime import CHART, REPO_ROOT, RunDir, free_port
 from localenv.webhooks import balancer_service, ca_file, install_peering, webhook_settings
@@ -209,7 +209,7 @@ def webhooks(crds: Cluster, run_dir: RunDir, operator_dir: Path, operator_config
     """The balancer in front of both webhook ports, and the webhook configurations pointing at it."""
     balancer = run_dir.start(balancer_service(free_port(), list(webhook_ports)))
     name = yaml.safe_load(operator_config.read_text())["webhook"]["configurationName"]
-    return Webhooks(crds.kubeconfig, balancer["url"], ca_file(operator_dir), name)
+    return Webhooks(crds.kubeconfig, balancer["url"], ca_file(operator_dir), name, OPERATOR_USER)
 
 
 def gpu_config(slurm: SlurmEnv) -> dict[str, Any]:

@@ -54,10 +54,12 @@ def _kubectl(kubeconfig: Path, *args: str, input_text: str | None = None) -> str
     return result.stdout
 
 
-def install_webhooks(kubeconfig: Path, url: str, ca_file: Path | str, name: str) -> None:
+def install_webhooks(kubeconfig: Path, url: str, ca_file: Path | str, name: str, operator_user: str = "") -> None:
+    """`operator_user`: the username the operator processes run as, whose own requests skip the webhooks (as the
+    chart does for its service account); empty when they run as an admin, whose requests must not skip them."""
     rendered = subprocess.run(
         [sys.executable, "-m", "enclave_operator", "webhook-config", "--url", url, "--ca-file", str(ca_file),
-         "--name", name],
+         "--name", name, "--operator-user", operator_user],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     if rendered.returncode != 0:

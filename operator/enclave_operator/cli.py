@@ -6,6 +6,7 @@ enclave-operator check-config --config config.yaml
 enclave-operator gpu-calendar --config config.yaml [--family a100] [--pool slurm|kubernetes] [--days 14]
 enclave-operator crds
 enclave-operator webhook-config (--url https://host:port | --service namespace/name[:port]) --ca-file ca.crt
+                                [--operator-user system:serviceaccount:<namespace>:<name>]
 
 Several `run` processes may serve one cluster (high availability): every process serves the webhooks;
 one reconciles, chosen by kopf peering with the start time as priority (docs/operations.md).
@@ -94,7 +95,8 @@ def _webhook_config(args: argparse.Namespace) -> int:
             raise settings_mod.ConfigError("--service must be namespace/name[:port]")
         client = {"service": {"namespace": namespace, "name": service, "port": int(port or 443)}}
     client["caBundle"] = base64.b64encode(Path(args.ca_file).read_bytes()).decode()
-    sys.stdout.write(yaml.safe_dump_all(handlers.webhook_configurations(name, client), sort_keys=False))
+    configurations = handlers.webhook_configurations(name, client, operator_user=args.operator_user)
+    sys.stdout.write(yaml.safe_dump_all(configurations, sort_keys=False))
     return 0
 
 
@@ -128,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--service", help="namespace/name[:port] of the Service in front of the processes")
     hook.add_argument("--ca-file", required=True, type=Path, help="CA of the serving certificate (caBundle)")
     hook.add_argument("--name", help="configuration name (default: webhooks.enclave.io)")
+    hook.add_argument("--operator-user", default="", metavar="USERNAME",
+                      help="the operator's own username (system:serviceaccount:<namespace>:<name>): its requests "
+                           "skip the webhooks")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.command == "run":

@@ -156,12 +156,14 @@ def test_host_network_pods_listen_on_their_address_one_per_node(helm: Helm) -> N
 
 
 def test_webhook_configurations_are_what_the_operator_prints_for_the_service(helm: Helm, tmp_path: Path) -> None:
-    """One generator: the chart's configurations equal `enclave-operator webhook-config --service` for its Service."""
+    """One generator: the chart's configurations equal `enclave-operator webhook-config --service` for its Service
+    and its service account (whose own requests skip the webhooks)."""
     objects = rendered(helm, QUICK_START)
     ca = tmp_path / "ca.crt"
     ca.write_bytes(base64.b64decode(find(objects, "Secret", "enclave-operator-webhook-tls")["data"]["ca.crt"]))
     printed = subprocess.run([sys.executable, "-m", "enclave_operator", "webhook-config", "--service",
-                              f"{NAMESPACE}/enclave-operator:443", "--ca-file", str(ca)],
+                              f"{NAMESPACE}/enclave-operator:443", "--ca-file", str(ca),
+                              "--operator-user", f"system:serviceaccount:{NAMESPACE}:enclave-operator"],
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
     expected = {d["kind"]: d for d in yaml.safe_load_all(printed)}
     assert sorted(expected) == ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]

@@ -136,9 +136,11 @@ class Webhooks:
     url: str
     ca_file: Path
     name: str
+    operator_user: str
+    """The username the session's operator processes run as (their requests skip the webhooks)."""
 
     def install(self) -> None:
-        install_webhooks(self.kubeconfig, self.url, self.ca_file, self.name)
+        install_webhooks(self.kubeconfig, self.url, self.ca_file, self.name, self.operator_user)
 
     def remove(self) -> None:
         remove_webhooks(self.kubeconfig, self.name)

@@ -57,6 +57,29 @@ def test_webhook_config_prints_both_configurations_for_every_handler(
     assert hooks["booking.webhooks.enclave.io"]["rules"][0]["resources"] == ["gpureservations"]
     assert all(h["failurePolicy"] == "Fail" and h["clientConfig"]["caBundle"] == "Q0E=" for h in hooks.values())
     assert hooks["policy.webhooks.enclave.io"]["clientConfig"]["service"]["path"] == "/policy"
+    assert not any("matchConditions" in h for h in hooks.values())  # no --operator-user: every request is reviewed
+
+
+def test_webhook_config_leaves_out_the_operators_own_requests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    (tmp_path / "ca.crt").write_bytes(b"CA")
+    assert cli.main(["webhook-config", "--url", "https://127.0.0.1:9443", "--ca-file", str(tmp_path / "ca.crt"),
+                     "--operator-user", "system:serviceaccount:enclave-system:enclave-operator"]) == 0  # fmt: skip
+    hooks = [h for d in yaml.safe_load_all(capsys.readouterr().out) for h in d["webhooks"]]
+    assert len(hooks) == 7
+    assert all(h["matchConditions"] == [{
+        "name": "not-the-operator",
+        "expression": 'request.userInfo.username != "system:serviceaccount:enclave-system:enclave-operator"',
+    }] for h in hooks)  # fmt: skip
+
+
+def test_the_match_condition_quotes_the_username_as_a_cel_string() -> None:
+    from enclave_operator.handlers import not_the_operator
+
+    assert not_the_operator('a"b\\c')["expression"] == 'request.userInfo.username != "a\\"b\\\\c"'
 
 
 def test_run_refuses_to_start_without_credentials(

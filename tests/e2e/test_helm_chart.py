@@ -125,6 +125,11 @@ def test_the_operator_runs_exactly_as_the_deployment_says(release: Cluster, char
     review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
     user = json.loads(release.run("create", "-o", "json", "-f", "-", input=json.dumps(review)).stdout)["status"]
     assert user["authenticated"] and user["user"]["username"] == SA
+    # The webhooks leave out exactly this identity's requests (its own bookkeeping), no one else's.
+    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+        for hook in release.get_json(kind, WEBHOOKS)["webhooks"]:
+            assert hook["matchConditions"] == [{"name": "not-the-operator",
+                                                "expression": f'request.userInfo.username != "{SA}"'}], hook["name"]
     assert user["user"]["extra"]["authentication.kubernetes.io/pod-name"] == [pod["metadata"]["name"]]
     assert not os.access(root / "etc", os.W_OK) or proc.joinpath("mounts").read_text().split("\n")[0].find(" ro,") > 0
 

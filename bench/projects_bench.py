@@ -188,6 +188,9 @@ class Bench:
         # The operator has its own identity, as in a deployment: the webhooks tell its requests from an admin's.
         self.env = {"KUBECONFIG": self.plane["operator_kubeconfig"], "ENCLAVE_S3_ACCESS_KEY": self.minio["access_key"],
                     "ENCLAVE_S3_SECRET_KEY": self.minio["secret_key"]}  # fmt: skip
+        for assignment in self.args.operator_env or ():
+            name, _, value = assignment.partition("=")
+            self.env[name] = value
         self.ipa_meta = None
         self.sacctmgr = None
         if self.args.all_backends:
@@ -412,6 +415,8 @@ class Bench:
         add = True
         await asyncio.sleep(min(2.0, n / 500))
         while len(ready) < n or not edits:  # edits while the rollout lasts (at least one)
+            if creating.done() and creating.exception() is not None:  # else the loop would wait for it forever
+                raise SystemExit(f"a create was refused: {creating.exception()}")
             at = time.monotonic() - start
             edits.append((at, await self.edit(kube, pilot, add)))
             add = not add
@@ -694,6 +699,9 @@ def main() -> int:
                         help="run the operator under tracemalloc (slow); print top allocations at idle")  # fmt: skip
     parser.add_argument("--set", nargs=2, action="append", metavar=("SECTION.FIELD", "YAML"),
                         help="an operator setting, e.g. --set intervals.resyncJitter 0.2 (repeatable)")  # fmt: skip
+    parser.add_argument("--operator-env", action="append", metavar="NAME=VALUE",
+                        help="an environment variable of the operator process, e.g. PYTHONMALLOC=malloc "
+                             "(repeatable)")  # fmt: skip
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     parser.add_argument("--keep", action="store_true", help="leave the environment running")
     args = parser.parse_args()

@@ -318,3 +318,28 @@ async def test_runner_missing_binary(tmp_path: Path) -> None:
     runner = sa.Sacctmgr(sa.SlurmSettings(sacctmgrPath=str(tmp_path / "nope")))
     with pytest.raises(BackendError, match="cannot run"):
         await runner.run("show", "account", write=False)
+
+
+async def test_stopping_a_process_that_has_already_exited_is_not_an_error() -> None:
+    """The race the N=200 bench hit: sacctmgr ended between the admission check's timeout and the kill, kill()
+    raised ProcessLookupError, and that replaced the timeout: the webhook failed instead of skipping the check."""
+    import asyncio
+
+    from enclave_operator.backends.slurm_accounts import _stop
+
+    proc = await asyncio.create_subprocess_exec("true")
+    await proc.wait()
+    with pytest.raises(ProcessLookupError):
+        proc.kill()  # what the old code called
+    await _stop(proc)
+    assert proc.returncode == 0
+
+
+async def test_stopping_a_running_process_kills_and_reaps_it() -> None:
+    import asyncio
+
+    from enclave_operator.backends.slurm_accounts import _stop
+
+    proc = await asyncio.create_subprocess_exec("sleep", "30")
+    await _stop(proc)
+    assert proc.returncode == -9

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import decimal
 import logging
@@ -534,14 +535,12 @@ class Sacctmgr:
         try:
             out, err = await asyncio.wait_for(proc.communicate(), self.settings.timeout_seconds)
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
+            await _stop(proc)
             raise BackendUnavailable(
                 f"slurmdbd did not answer {what} within {self.settings.timeout_seconds:g}s"
             ) from None
         except asyncio.CancelledError:
-            proc.kill()
-            await proc.wait()
+            await _stop(proc)
             raise
         finally:
             self.calls.append(SacctmgrCall(" ".join(args[:2]), time.perf_counter() - start, write))
@@ -550,6 +549,16 @@ class Sacctmgr:
         if result.returncode == 0 or (tolerate_nothing and result.nothing_done) or not check:
             return result
         raise classify_failure(what, result.returncode, result.stderr + "\n" + result.stdout)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """Kill `proc` unless it has exited meanwhile, and reap it. The process may end between the timeout or the
+    cancellation and the kill: kill() then raises ProcessLookupError, which would replace the caller's timeout or
+    cancellation (an admission check bounded by ownership.ADMISSION_CHECK_S then failed the webhook instead of being
+    skipped)."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    await proc.wait()
 
 
 # --- the adapter -----------------------------------------------------------------------------------

@@ -53,3 +53,40 @@ async def test_a_cancelled_waiter_gives_its_turn_away() -> None:
     async with asyncio.timeout(1):
         async with slots.take(Priority.RESYNC):
             pass  # the slot came back although a cancelled waiter was queued
+
+
+async def test_the_priority_goes_with_the_work_into_nested_slots_and_tasks() -> None:
+    """A reconcile's slot sets the current priority; a backend's own Slots (sacctmgr writes) then orders its
+    waiters by it, also for tasks the reconcile starts; outside any slot it is EDIT (someone is waiting)."""
+    from enclave_operator.engine import slots as slots_mod
+
+    assert slots_mod.current.get() is Priority.EDIT
+    reconciles, backend, order = Slots(8), Slots(1), []
+    held = asyncio.Event()
+
+    async def hold() -> None:
+        async with backend.take():
+            await held.wait()
+
+    async def reconcile(name: str, priority: Priority) -> None:
+        async with reconciles.take(priority):
+            assert slots_mod.current.get() is priority
+
+            async def part() -> None:  # a part the reconcile runs concurrently: the context is copied
+                async with backend.take():
+                    order.append(name)
+
+            await asyncio.gather(part())
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    tasks = []
+    for name, priority in [("resync", Priority.RESYNC), ("create", Priority.CREATE), ("edit", Priority.EDIT)]:
+        tasks.append(asyncio.create_task(reconcile(name, priority)))
+        for _ in range(3):
+            await asyncio.sleep(0)
+    assert backend.waiting == 3
+    held.set()
+    await asyncio.gather(holder, *tasks)
+    assert order == ["edit", "create", "resync"]
+    assert slots_mod.current.get() is Priority.EDIT, "reset after the body"

@@ -49,6 +49,7 @@ from enclave_operator.api.research_project import DeletionPolicy, SlurmCompute
 from enclave_operator.backends import ownership, throttle
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
+from enclave_operator.engine.slots import Slots
 
 logger = logging.getLogger(__name__)
 
@@ -486,8 +487,10 @@ class Sacctmgr:
         """`program` replaces `sacctmgr -i -n -P` for another Slurm client (scontrol: see slurm_reservations)."""
         self.settings = settings
         self.calls: collections.deque[SacctmgrCall] = collections.deque(maxlen=keep_calls)
-        self._slots = asyncio.Semaphore(settings.max_concurrent_calls)
-        self._write_lock = asyncio.Lock()
+        # Both by the priority of the reconcile making the call (engine/slots.py): an edit's sacctmgr calls go
+        # before those of the creations waiting with it, not after every one of them.
+        self._slots = Slots(settings.max_concurrent_calls)
+        self._write_lock = Slots(1)
         self.membership_lock = asyncio.Lock()
         """Held by an adapter across moving its members' default accounts and removing their associations: two
         projects doing it at once pick each other as the new default while both go (issue 8.2)."""
@@ -512,9 +515,9 @@ class Sacctmgr:
         if write:
             # Concurrent adds on slurmdbd 22.05 were seen to leave an account record without its listing
             # (200 projects at once); slurmdbd serializes writes anyway, so one at a time costs little.
-            async with self._write_lock, self._slots:
+            async with self._write_lock.take(), self._slots.take():
                 return await self._run(args, write=write, tolerate_nothing=tolerate_nothing, check=check)
-        async with self._slots:
+        async with self._slots.take():
             return await self._run(args, write=write, tolerate_nothing=tolerate_nothing, check=check)
 
     async def _run(self, args: Sequence[str], *, write: bool, tolerate_nothing: bool, check: bool) -> SacctmgrResult:

@@ -4,12 +4,17 @@ kopf starts a handler for every object that has something to do: thousands at on
 `kubectl apply` or a restart. Run all of them together and every backend call waits behind thousands
 of others, so a single edit takes minutes. The handlers take a slot first (`Slots.take`): at most
 `size` reconciles run, and a waiting edit goes before waiting creations, which go before resyncs.
+
+A reconcile's priority goes with it (`current`) into the calls it makes, so that a backend that takes one call at
+a time (sacctmgr writes: slurmdbd serialises them) serves a waiting edit's call before waiting creations' calls
+with a `Slots` of its own, instead of in arrival order behind every reconcile in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import heapq
 import itertools
@@ -27,6 +32,11 @@ class Priority(enum.IntEnum):
     """The periodic re-observation: it can wait."""
 
 
+current: contextvars.ContextVar[Priority] = contextvars.ContextVar("priority", default=Priority.EDIT)
+"""The priority of the work this task does: set by `Slots.take` for its body (and inherited by the tasks and
+threads it starts); outside any reconcile (a webhook's check, start-up) someone is waiting: EDIT."""
+
+
 class Slots:
     def __init__(self, size: int) -> None:
         self.size = size
@@ -39,8 +49,10 @@ class Slots:
         return sum(1 for _, _, future in self._waiting if not future.done())
 
     @contextlib.asynccontextmanager
-    async def take(self, priority: Priority) -> AsyncIterator[None]:
-        """Hold one slot for the body; wait for one, by priority, when all are taken."""
+    async def take(self, priority: Priority | None = None) -> AsyncIterator[None]:
+        """Hold one slot for the body; wait for one, by priority (default: the `current` one), when all are taken.
+        The body runs with `priority` as the current one."""
+        priority = current.get() if priority is None else priority
         if self._free > 0 and not self.waiting:
             self._free -= 1
         else:
@@ -52,9 +64,11 @@ class Slots:
                 if future.done() and not future.cancelled():
                     self._release()  # handed a slot just as we were cancelled: pass it on
                 raise
+        token = current.set(priority)
         try:
             yield
         finally:
+            current.reset(token)
             self._release()
 
     def _release(self) -> None:

@@ -44,7 +44,7 @@ from localenv.kwok import GPU_LABEL_KEY, GPU_PRODUCTS, apply_nodes, gpu_node, kw
 from localenv.minio import start_minio  # noqa: E402
 from localenv.plane import OPERATOR_USER, start_plane  # noqa: E402
 from localenv.runtime import RunDir, Service, free_port, http_ok  # noqa: E402
-from localenv.webhooks import ca_file, install_webhooks, webhook_settings  # noqa: E402
+from localenv.webhooks import ca_file, install_webhooks, listening, webhook_settings  # noqa: E402
 from support.builders import BookingBuilder, ProjectBuilder  # noqa: E402
 
 KUBECTL = str(ROOT / ".cache" / "bin" / "kubectl")
@@ -158,7 +158,7 @@ def through_api(bookings: int, keep: bool) -> None:
               "--bind=127.0.0.1", f"--liveness-port={live_port}", f"--metrics-port={metrics_port}"],
         env={"KUBECONFIG": plane["operator_kubeconfig"], "ENCLAVE_S3_ACCESS_KEY": minio["access_key"],
              "ENCLAVE_S3_SECRET_KEY": minio["secret_key"], **webhook_env},
-        ready=lambda: http_ok(f"http://127.0.0.1:{live_port}/healthz"),
+        ready=lambda: http_ok(f"http://127.0.0.1:{live_port}/healthz") and listening(int(webhook["port"])),
     ))  # fmt: skip
     install_webhooks(Path(kubeconfig), f"https://127.0.0.1:{webhook['port']}", ca_file(run.path),
                      "bench.webhooks.enclave.io", OPERATOR_USER)  # fmt: skip

@@ -34,6 +34,7 @@ from localenv.webhooks import (  # noqa: E402
     ca_file,
     install_peering,
     install_webhooks,
+    listening,
     webhook_settings,
 )
 
@@ -208,7 +209,9 @@ def operator_services(run: RunDir, facts: dict[str, Any]) -> list[Service]:
                 "ENCLAVE_BACKUP_S3_SECRET_KEY": backup["secret_key"],
                 **shared_env,
             },
-            ready=lambda liveness=liveness: http_ok(f"http://127.0.0.1:{liveness}/healthz"),
+            # kopf answers /healthz before its webhook server listens; the demo applies right after.
+            ready=lambda liveness=liveness, port=port: http_ok(f"http://127.0.0.1:{liveness}/healthz")
+            and listening(port),
             facts={"liveness": f"http://127.0.0.1:{liveness}/healthz",
                    "metrics": f"http://127.0.0.1:{metrics}/metrics"},
         ))  # fmt: skip

@@ -26,7 +26,8 @@ SIGNING_KEY_ENV = "ENCLAVE_SIGNING_KEY"
 PEERING = REPO_ROOT / "manifests" / "peering"
 
 
-def _ready(port: int) -> bool:
+def listening(port: int) -> bool:
+    """Something accepts connections on 127.0.0.1:`port` (a webhook server, the balancer)."""
     import socket
 
     with socket.socket() as sock:
@@ -41,7 +42,7 @@ def balancer_service(listen_port: int, backend_ports: list[int], name: str = "we
     return Service(
         name=name,
         argv=argv,
-        ready=lambda: _ready(listen_port),
+        ready=lambda: listening(listen_port),
         facts={"url": f"https://127.0.0.1:{listen_port}", "backends": backend_ports},
     )
 

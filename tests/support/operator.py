@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from localenv.runtime import free_port, http_ok
-from localenv.webhooks import install_webhooks, remove_webhooks, webhook_settings
+from localenv.webhooks import install_webhooks, listening, remove_webhooks, webhook_settings
 from support import timeouts
 from support.cluster import Cluster
 from support.wait import Fatal, wait_for
@@ -84,6 +84,9 @@ class OperatorProcess:
             timeout=timeouts.OPERATOR_START,
             what="the operator's liveness endpoint",
         )
+        if self.webhook_port:  # kopf answers /healthz before its webhook server listens: a create right away failed
+            wait_for(lambda: self._alive() and listening(self.webhook_port), timeout=timeouts.OPERATOR_START,
+                     what="the operator's webhook server")  # fmt: skip
         return self
 
     def healthy(self) -> bool:

@@ -24,7 +24,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from localenv import environment  # noqa: E402
 from localenv.minio import start_minio  # noqa: E402
 from localenv.plane import OPERATOR_USER, start_plane  # noqa: E402
 from localenv.runtime import RunDir, Service, free_port, http_ok  # noqa: E402
-from localenv.webhooks import ca_file, install_webhooks, webhook_settings  # noqa: E402
+from localenv.webhooks import ca_file, install_webhooks, listening, webhook_settings  # noqa: E402
 
 KUBECTL = str(ROOT / ".cache" / "bin" / "kubectl")
 Project = create_global_resource("enclave.io", "v1alpha1", "ResearchProject", "researchprojects")
@@ -331,7 +330,7 @@ class Bench:
             self.report["webhooks"] = "not installed (--no-webhooks): served, but the API server does not call them"
             return
         deadline = time.monotonic() + 60
-        while not port_open(int(hook["port"])):
+        while not listening(int(hook["port"])):
             if time.monotonic() > deadline:
                 raise SystemExit(f"the operator's webhook port {hook['port']} is not open after 60 s")
             time.sleep(0.2)
@@ -626,12 +625,6 @@ class Bench:
             print(f"profile written to {self.args.profile}:\n{r['profile']}")
         if "memory_profile" in r:
             print(r["memory_profile"])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def is_ready(obj: Any) -> bool:

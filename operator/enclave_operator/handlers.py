@@ -36,7 +36,7 @@ from enclave_operator.backoff import doubling
 from enclave_operator.engine import status as status_io
 from enclave_operator.engine.events import KubeRecorder
 from enclave_operator.engine.resync import Key, PeeringGate, Retry
-from enclave_operator.engine.slots import Priority
+from enclave_operator.priority import Priority
 from enclave_operator.reconcilers import (
     approval,
     data_ingest,
@@ -508,7 +508,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         meta = body["metadata"]
         uid = meta["uid"]
         recorder = KubeRecorder(runtime.backends.kube, body)
-        # A phase change is due at an instant (start, end): it goes first, like an edit (engine/slots.py).
+        # A phase change is due at an instant (start, end): it goes first, like an edit (priority.py).
         async with runtime.slots.take(Priority.EDIT), runtime.locks[uid], observed(GPU_KIND.kind) as outcome:
             current = runtime.ledger.newest(uid, dict(body))
             result = await gpu_reservation.reconcile(

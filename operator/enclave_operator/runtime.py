@@ -20,9 +20,9 @@ from enclave_operator.backends import (
     throttle,
 )
 from enclave_operator.engine.resync import Resyncs
-from enclave_operator.engine.slots import Slots
 from enclave_operator.federation import profiles
 from enclave_operator.federation.profiles import Profiles
+from enclave_operator.priority import Slots
 from enclave_operator.reconcilers.gpu_bookings import Ledger
 from enclave_operator.reconcilers.research_project import Backends
 from enclave_operator.settings import OperatorSettings, S3Settings

@@ -1,10 +1,10 @@
-"""Reconcile slots: at most `size` at once, waiters served by priority then arrival (engine/slots.py)."""
+"""Reconcile slots: at most `size` at once, waiters served by priority then arrival (priority.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from enclave_operator.engine.slots import Priority, Slots
+from enclave_operator.priority import Priority, Slots
 
 
 async def test_at_most_size_at_once_and_waiters_by_priority_then_arrival() -> None:
@@ -58,9 +58,9 @@ async def test_a_cancelled_waiter_gives_its_turn_away() -> None:
 async def test_the_priority_goes_with_the_work_into_nested_slots_and_tasks() -> None:
     """A reconcile's slot sets the current priority; a backend's own Slots (sacctmgr writes) then orders its
     waiters by it, also for tasks the reconcile starts; outside any slot it is EDIT (someone is waiting)."""
-    from enclave_operator.engine import slots as slots_mod
+    from enclave_operator import priority as priority_mod
 
-    assert slots_mod.current.get() is Priority.EDIT
+    assert priority_mod.current.get() is Priority.EDIT
     reconciles, backend, order = Slots(8), Slots(1), []
     held = asyncio.Event()
 
@@ -70,7 +70,7 @@ async def test_the_priority_goes_with_the_work_into_nested_slots_and_tasks() -> 
 
     async def reconcile(name: str, priority: Priority) -> None:
         async with reconciles.take(priority):
-            assert slots_mod.current.get() is priority
+            assert priority_mod.current.get() is priority
 
             async def part() -> None:  # a part the reconcile runs concurrently: the context is copied
                 async with backend.take():
@@ -89,4 +89,4 @@ async def test_the_priority_goes_with_the_work_into_nested_slots_and_tasks() -> 
     held.set()
     await asyncio.gather(holder, *tasks)
     assert order == ["edit", "create", "resync"]
-    assert slots_mod.current.get() is Priority.EDIT, "reset after the body"
+    assert priority_mod.current.get() is Priority.EDIT, "reset after the body"

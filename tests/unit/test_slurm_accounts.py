@@ -350,7 +350,7 @@ async def test_an_edits_write_goes_before_the_writes_of_waiting_creations(tmp_pa
     (the N=200 bench with Slurm: edits took a median 20 s). Now by the priority of the reconcile making it."""
     import asyncio
 
-    from enclave_operator.engine.slots import Priority, Slots
+    from enclave_operator.priority import Priority, Slots
 
     log = tmp_path / "calls"
     fake = tmp_path / "sacctmgr"
@@ -368,3 +368,29 @@ async def test_an_edits_write_goes_before_the_writes_of_waiting_creations(tmp_pa
     tasks.append(asyncio.create_task(write("edit", Priority.EDIT)))
     await asyncio.gather(*tasks)
     assert log.read_text().split() == ["create0", "edit", "create1", "create2", "create3"]
+
+
+async def test_an_edit_removing_a_member_goes_before_waiting_removals(tmp_path: Path) -> None:
+    """Removing members holds the runner's membership turn (issue 8.2); an edit's removal waited behind every
+    deletion and resync already queued for it (a FIFO lock). Now by the reconcile's priority, like the writes."""
+    import asyncio
+
+    from enclave_operator.priority import Priority, Slots
+
+    log = tmp_path / "calls"
+    fake = tmp_path / "sacctmgr"
+    fake.write_text(f'#!/bin/sh\n[ "$1" = delete ] && echo "$5" >> {log}\nsleep 0.1\n')
+    fake.chmod(0o755)
+    runner = sa.Sacctmgr(sa.SlurmSettings(sacctmgrPath=str(fake)), program=[str(fake)])
+    reconciles = Slots(16)
+
+    async def remove(account: str, priority: Priority) -> None:
+        adapter = sa.SlurmAccountAdapter(runner.settings, dataclasses.replace(WANT, name=account), runner=runner)
+        async with reconciles.take(priority):
+            await adapter._remove_users(["alice"])
+
+    tasks = [asyncio.create_task(remove(f"gone{i}", Priority.RESYNC)) for i in range(3)]
+    await asyncio.sleep(0.05)  # gone0 holds the membership turn, the others wait
+    tasks.append(asyncio.create_task(remove("edited", Priority.EDIT)))
+    await asyncio.gather(*tasks)
+    assert log.read_text().split() == [f"account={a}" for a in ("gone0", "edited", "gone1", "gone2")]

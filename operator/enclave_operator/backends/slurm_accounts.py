@@ -49,7 +49,7 @@ from enclave_operator.api.research_project import DeletionPolicy, SlurmCompute
 from enclave_operator.backends import ownership, throttle
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
-from enclave_operator.engine.slots import Slots
+from enclave_operator.priority import Slots
 
 logger = logging.getLogger(__name__)
 
@@ -487,13 +487,14 @@ class Sacctmgr:
         """`program` replaces `sacctmgr -i -n -P` for another Slurm client (scontrol: see slurm_reservations)."""
         self.settings = settings
         self.calls: collections.deque[SacctmgrCall] = collections.deque(maxlen=keep_calls)
-        # Both by the priority of the reconcile making the call (engine/slots.py): an edit's sacctmgr calls go
+        # Both by the priority of the reconcile making the call (priority.py): an edit's sacctmgr calls go
         # before those of the creations waiting with it, not after every one of them.
         self._slots = Slots(settings.max_concurrent_calls)
         self._write_lock = Slots(1)
-        self.membership_lock = asyncio.Lock()
+        self.membership_lock = Slots(1)
         """Held by an adapter across moving its members' default accounts and removing their associations: two
-        projects doing it at once pick each other as the new default while both go (issue 8.2)."""
+        projects doing it at once pick each other as the new default while both go (issue 8.2). By priority too:
+        an edit removing a member goes before deletions and resyncs waiting for it."""
         self._program = list(program) if program else [settings.sacctmgr_path, "-i", "-n", "-P"]
         env = dict(os.environ)
         if settings.slurm_conf is not None:
@@ -743,7 +744,7 @@ class SlurmAccountAdapter:
         at once)."""
         if not users:
             return
-        async with self.sacctmgr.membership_lock:
+        async with self.sacctmgr.membership_lock.take():
             await self._move_default_accounts(users)
             for user in users:  # one by one: see the docstring
                 await self.sacctmgr.run(

@@ -8,6 +8,9 @@ of others, so a single edit takes minutes. The handlers take a slot first (`Slot
 A reconcile's priority goes with it (`current`) into the calls it makes, so that a backend that takes one call at
 a time (sacctmgr writes: slurmdbd serialises them) serves a waiting edit's call before waiting creations' calls
 with a `Slots` of its own, instead of in arrival order behind every reconcile in flight.
+
+Its own module, outside engine/ and backends/: the runtime hands out reconcile slots with it and backend runners
+(slurm_accounts) order their own calls with it; neither package depends on the other.
 """
 
 from __future__ import annotations

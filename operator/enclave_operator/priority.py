@@ -41,8 +41,14 @@ threads it starts); outside any reconcile (a webhook's check, start-up) someone 
 
 
 class Slots:
-    def __init__(self, size: int) -> None:
+    """`size` slots, the last `reserved` of them only for EDIT work: during a rollout every other slot is held by a
+    creation for seconds, and without a kept slot an edit would wait for one of them to end before it starts
+    (as an API server's priority levels keep seats for their own traffic)."""
+
+    def __init__(self, size: int, *, reserved: int = 0) -> None:
         self.size = size
+        self.reserved = max(0, min(reserved, size - 1))
+        """At most size − 1: other work always has a slot."""
         self._free = size
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._arrival = itertools.count()
@@ -51,12 +57,22 @@ class Slots:
     def waiting(self) -> int:
         return sum(1 for _, _, future in self._waiting if not future.done())
 
+    def _may_take(self, priority: int) -> bool:
+        return self._free > (0 if priority == Priority.EDIT else self.reserved)
+
+    def _first_waiting(self) -> int | None:
+        """The priority of the first live waiter (cancelled ones are dropped on the way)."""
+        while self._waiting and self._waiting[0][2].done():
+            heapq.heappop(self._waiting)
+        return self._waiting[0][0] if self._waiting else None
+
     @contextlib.asynccontextmanager
     async def take(self, priority: Priority | None = None) -> AsyncIterator[None]:
-        """Hold one slot for the body; wait for one, by priority (default: the `current` one), when all are taken.
-        The body runs with `priority` as the current one."""
+        """Hold one slot for the body; wait for one, by priority (default: the `current` one), when all are taken
+        (or all but the reserved ones, for other work than EDIT). The body runs with `priority` as the current one."""
         priority = current.get() if priority is None else priority
-        if self._free > 0 and not self.waiting:
+        first = self._first_waiting()
+        if self._may_take(priority) and (first is None or first > priority):
             self._free -= 1
         else:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -75,9 +91,8 @@ class Slots:
             self._release()
 
     def _release(self) -> None:
-        while self._waiting:
-            _, _, future = heapq.heappop(self._waiting)
-            if not future.done():
-                future.set_result(None)  # the slot goes straight to the next waiter
-                return
         self._free += 1
+        while (first := self._first_waiting()) is not None and self._may_take(first):
+            _, _, future = heapq.heappop(self._waiting)
+            self._free -= 1
+            future.set_result(None)  # the slot goes straight to the next waiter

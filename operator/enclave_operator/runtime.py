@@ -109,8 +109,9 @@ class Runtime:
         backends = Backends(kube=kube, s3=s3_clients(settings.s3), identity=identity_client(settings), slurm=slurm,
                             backup_targets=targets)  # fmt: skip
         signer = settings.webhook.signer()
+        slots = Slots(limits.reconciles, reserved=limits.reserved_for_edits)
         return cls(settings, backends, signer=signer, profiles=profiles.load(settings.federation.profile_dirs),
-                   slots=Slots(limits.reconciles), ledger=Ledger(signer), scontrol=scontrol,
+                   slots=slots, ledger=Ledger(signer), scontrol=scontrol,
                    resyncs=Resyncs(settings.intervals.resync_seconds, settings.intervals.resync_jitter,
                                    settings.intervals.resyncs_per_second))  # fmt: skip
 

@@ -568,6 +568,14 @@ class ThrottleSettings(_Settings):
         "effect in seconds while thousands of objects are being created. 16 keeps the backends of a small "
         "enclave busy; more only lengthens their queues.",
     )
+    reserved_for_edits: int = pydantic.Field(
+        2,
+        ge=0,
+        le=1024,
+        description="Of the reconciles slots, this many are kept for edits and deletions of existing objects (at "
+        "most reconciles - 1): during a rollout creations hold every other slot for seconds, and an edit then "
+        "starts at once instead of waiting for one of them to end.",
+    )
     kubernetes_per_second: float = pydantic.Field(
         0.0, ge=0, description="Most Kubernetes API calls per second by the parts (kopf's own watches and patches "
         "are not counted); 0: no limit.",

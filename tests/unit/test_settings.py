@@ -59,6 +59,7 @@ def test_valid_configuration_with_defaults(tmp_path: Path, monkeypatch: pytest.M
 def test_scale_defaults_bound_the_work() -> None:
     loaded = settings.parse({"s3": {"endpoint": "minio:9000"}, "throttle": {"kubernetesPerSecond": 50}})
     assert loaded.throttle.reconciles == 16 and loaded.throttle.kubernetes_per_second == 50
+    assert loaded.throttle.reserved_for_edits == 2, "an edit starts at once during a rollout"
     assert loaded.throttle.s3_per_second == 0, "no rate limit unless configured"
     assert 0 < loaded.intervals.resync_jitter < 1 and loaded.s3.max_concurrent_calls == 16
 

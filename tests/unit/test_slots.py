@@ -90,3 +90,54 @@ async def test_the_priority_goes_with_the_work_into_nested_slots_and_tasks() -> 
     await asyncio.gather(holder, *tasks)
     assert order == ["edit", "create", "resync"]
     assert priority_mod.current.get() is Priority.EDIT, "reset after the body"
+
+
+async def test_reserved_slots_are_only_for_edits() -> None:
+    """A rollout holds every slot for seconds at a time; an edit must start at once, not after one of them."""
+    slots, gate = Slots(4, reserved=1), asyncio.Event()
+    started: list[str] = []
+
+    async def work(name: str, priority: Priority) -> None:
+        async with slots.take(priority):
+            started.append(name)
+            await gate.wait()
+
+    creations = [asyncio.create_task(work(f"create{i}", Priority.CREATE)) for i in range(5)]
+    await asyncio.sleep(0)
+    assert started == ["create0", "create1", "create2"], "creations leave the reserved slot free"
+    assert slots.waiting == 2
+    edit = asyncio.create_task(work("edit", Priority.EDIT))
+    await asyncio.sleep(0)
+    assert started[-1] == "edit", "the edit starts at once, in the reserved slot"
+    second_edit = asyncio.create_task(work("edit2", Priority.EDIT))
+    await asyncio.sleep(0)
+    assert "edit2" not in started, "every slot taken: the next edit waits"
+    gate.set()
+    await asyncio.gather(*creations, edit, second_edit)
+    assert started.index("edit2") == 4, "a freed slot goes to the waiting edit before the waiting creations"
+    assert sorted(started[5:]) == ["create3", "create4"]
+
+
+async def test_a_slot_freed_while_only_reserved_ones_remain_waits_for_an_edit() -> None:
+    slots, gate = Slots(2, reserved=1), asyncio.Event()
+    async with slots.take(Priority.RESYNC):
+        waiter = asyncio.create_task(_hold(slots, Priority.RESYNC, gate))
+        await asyncio.sleep(0)
+        assert slots.waiting == 1, "the last slot is kept for edits"
+        async with asyncio.timeout(1):
+            async with slots.take(Priority.EDIT):
+                assert slots.waiting == 1
+    await asyncio.sleep(0)
+    assert slots.waiting == 0, "both released: the resync runs"
+    gate.set()
+    await waiter
+
+
+async def _hold(slots: Slots, priority: Priority, gate: asyncio.Event) -> None:
+    async with slots.take(priority):
+        await gate.wait()
+
+
+def test_reserved_leaves_other_work_at_least_one_slot() -> None:
+    assert Slots(1, reserved=2).reserved == 0
+    assert Slots(16, reserved=2).reserved == 2

@@ -43,7 +43,7 @@ from localenv import environment  # noqa: E402
 from localenv.kwok import GPU_LABEL_KEY, GPU_PRODUCTS, apply_nodes, gpu_node, kwok_service  # noqa: E402
 from localenv.minio import start_minio  # noqa: E402
 from localenv.plane import OPERATOR_USER, start_plane  # noqa: E402
-from localenv.runtime import RunDir, Service, free_port, http_ok  # noqa: E402
+from localenv.runtime import RunDir, Service, free_port, http_ok, interrupt_on_sigterm  # noqa: E402
 from localenv.webhooks import ca_file, install_webhooks, listening, webhook_settings  # noqa: E402
 from support.builders import BookingBuilder, ProjectBuilder  # noqa: E402
 
@@ -131,6 +131,17 @@ def webhook_latency(server: str, token: str) -> tuple[float, float]:
 
 def through_api(bookings: int, keep: bool) -> None:
     run = RunDir(Path(tempfile.mkdtemp(prefix="enclave-gpu-bench-")))
+    try:
+        _through_api(run, bookings)
+    finally:  # also on an error or SIGTERM: no servers left behind
+        if keep:
+            print(f"kept running: KUBECONFIG={run.path / 'kubeconfig'}; "
+                  f"stop with: python hack/localenv --run-dir {run.path} down")  # fmt: skip
+        else:
+            run.stop_all()
+
+
+def _through_api(run: RunDir, bookings: int) -> None:
     environment.build(["plane", "kwok", "minio"])
     plane = start_plane(run, controller_manager=True)
     kubeconfig = plane["kubeconfig"]
@@ -206,10 +217,6 @@ def through_api(bookings: int, keep: bool) -> None:
           f"{1000 * figures.get('sum', 0) / max(figures.get('count', 1), 1):.0f} ms; the webhook's own review: mean "
           f"{1000 * admission.get('sum', 0) / max(admission.get('count', 1), 1):.1f} ms "
           f"over {admission.get('count', 0):.0f}")  # fmt: skip
-    if keep:
-        print(f"kept running: KUBECONFIG={kubeconfig}; stop with: python hack/localenv --run-dir {run.path} down")
-    else:
-        run.stop_all()
 
 
 def main() -> int:
@@ -221,6 +228,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave the environment running")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    interrupt_on_sigterm()
     print(f"nproc {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
     in_process(args.existing, args.candidates, args.seed)
     if not args.skip_api:

@@ -172,6 +172,12 @@ class RunDir:
         return names
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (kill, a CI timeout) ends this process as Ctrl-C does, so the `finally` that stops the servers it
+    started runs; by default it would die at once and leave them running."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def stop_pid(pid: int, grace: float = STOP_GRACE_S) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:

@@ -11,9 +11,10 @@ Writes per project, Kubernetes + S3 (members alice and bob, both writers):
   S3          bucket, its ownership tags, versioning, its quota, the -rw and -ro policies, the credential user and its
               policy, the -rw group with its members and its policy
   identity    the group (with its description marker) and its members            (--all-backends)
-  Slurm       the account with every setting, its users                            (--all-backends)
+  Slurm       the account with every setting, its users: in loads of many accounts (--all-backends)
 Backends run at the same time, each at its own concurrency (a semaphore for the Kubernetes API, a thread
-pool for the blocking MinIO and FreeIPA SDKs, one sacctmgr at a time: slurmdbd serialises writes).
+pool for the blocking MinIO and FreeIPA SDKs, one sacctmgr load of many accounts at a time: slurmdbd serialises
+writes).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import concurrent.futures
 import dataclasses
 import datetime
 import secrets
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import urllib3
@@ -170,9 +173,22 @@ def _identity(meta: Any, project: research_project.ProjectPlan) -> int:
     return 2
 
 
-async def _slurm(runner: slurm_accounts.Sacctmgr, project: research_project.ProjectPlan) -> int:
-    d = project.slurm
-    assert d is not None
+async def _slurm(runner: slurm_accounts.Sacctmgr, projects: Sequence[research_project.ProjectPlan]) -> int:
+    """The accounts with their users, `batchCreations` per `sacctmgr load` (the operator's own flat file), one load
+    at a time: slurmdbd serialises writes. Without a cluster (a load must name one), one add each, as the operator."""
+    accounts = [p.slurm for p in projects if p.slurm is not None]
+    cluster, size = runner.settings.cluster, runner.settings.batch_creations
+    if cluster is None or size <= 1:
+        return sum([await _slurm_one(runner, d) for d in accounts])
+    with tempfile.TemporaryDirectory(prefix="enclave-floor-") as directory:
+        for i in range(0, len(accounts), size):
+            path = Path(directory) / f"accounts-{i}.cfg"
+            path.write_text(slurm_accounts.load_file(cluster, accounts[i : i + size]))
+            await runner.run("load", f"file={path}", f"cluster={cluster}", write=True)
+    return (len(accounts) + size - 1) // size
+
+
+async def _slurm_one(runner: slurm_accounts.Sacctmgr, d: slurm_accounts.DesiredSlurmAccount) -> int:
     cluster = [f"cluster={runner.settings.cluster}"] if runner.settings.cluster else []
     args = ["add", "account", d.name, *cluster, f"parent={d.parent}", f"description={d.description}",
             f"organization={d.organization}", f"fairshare={d.fairshare}"]  # fmt: skip
@@ -223,7 +239,7 @@ async def run(
 
     async def slurm_all() -> int:
         assert slurm is not None
-        return sum([await _slurm(slurm, p) for p in projects])  # one at a time: slurmdbd serialises writes
+        return await _slurm(slurm, projects)
 
     clients = _S3(s3, s3_threads)
     jobs = [timed("kubernetes", kube_all()),

@@ -284,6 +284,52 @@ async def test_finding_8_6_a_parent_that_does_not_exist_is_said_so(slurm: SlurmE
     assert slurm.account_row(account) is None and slurm.description(account) is None, "nothing half-created"
 
 
+async def test_accounts_created_together_share_sacctmgr_loads(slurm: SlurmEnv, account: str) -> None:
+    """Projects created at once through one runner go into `sacctmgr load`s, not one `add` each (two writes per
+    project, ~1.4 s, one at a time): each with its own settings, owner and users; a member who already has a
+    default account keeps it, a new one gets a project."""
+    runner = Sacctmgr(slurm.settings())
+    newcomer = f"n{account}"
+    wants = [desired(f"{account}{i:02d}", users=["alice", newcomer] if i == 3 else ["alice", "bob"], fairshare=i + 1,
+                     cordoned=i == 5) for i in range(12)]  # fmt: skip
+    await converge(slurm, desired(f"{account}first"))  # alice exists with a default account
+    alice_default = _default_account(slurm, "alice")
+    outcomes = await _create_together(slurm, runner, wants)
+    for want, outcome in zip(wants, outcomes, strict=True):
+        assert outcome.condition.status == "True", outcome.condition
+        row = slurm.account_row(want.name)
+        assert row is not None and row["Fairshare"] == str(want.fairshare)
+        assert row["GrpTRES"] == "cpu=16,gres/gpu=2,mem=2T" and row["QOS"] == "normal"
+        assert row["GrpSubmitJobs"] == ("0" if want.cordoned else ""), want.name
+        assert slurm.users(want.name) == set(want.users)
+        check = SlurmAccountAdapter(slurm.settings(), want)
+        assert check._claim(await check.read()).claim is ownership.Claim.OWNED, "the organization marker survived"
+    assert _default_account(slurm, newcomer) == wants[3].name
+    assert _default_account(slurm, "alice") == alice_default, "an existing member's default is left alone"
+    verbs = [call.verb.split()[0] + " " + call.verb.split()[1].split("=")[0] for call in runner.calls if call.write]
+    assert "add account" not in verbs and 0 < verbs.count("load file") < len(wants) / 2, verbs
+    second = await _create_together(slurm, runner, wants)
+    assert not any(outcome.wrote for outcome in second), "converged: nothing left to write"
+
+
+async def test_a_bad_value_refuses_its_load_and_only_its_own_project(slurm: SlurmEnv, account: str) -> None:
+    """One bad value (a QOS Slurm does not know) refuses the whole load it is in: every project of it is then
+    added on its own, so the others are created and only that one gets the error."""
+    runner = Sacctmgr(slurm.settings())
+    good = [desired(f"{account}{i}") for i in range(3)]
+    bad = desired(f"{account}bad", qos=["nosuchqos"])
+    *outcomes, refused = await _create_together(slurm, runner, [*good, bad])
+    assert all(outcome.condition.status == "True" for outcome in outcomes), outcomes
+    assert refused.condition.status == "False" and "nosuchqos" in refused.condition.message
+    assert not refused.retry and slurm.account_row(bad.name) is None, "nothing half-created"
+    assert {c.verb for c in runner.calls if c.write} >= {"add account"}, "added on their own after the refusal"
+
+
+async def _create_together(slurm: SlurmEnv, runner: Sacctmgr, wants: Sequence[DesiredSlurmAccount]) -> list[Any]:
+    return await asyncio.gather(*(reconcile_part(SlurmAccountAdapter(slurm.settings(), want, runner=runner),
+                                                 ListRecorder()) for want in wants))  # fmt: skip
+
+
 # --- outages: keep these last, they stop and restart slurmdbd --------------------------------------
 
 

@@ -394,3 +394,37 @@ async def test_an_edit_removing_a_member_goes_before_waiting_removals(tmp_path: 
     tasks.append(asyncio.create_task(remove("edited", Priority.EDIT)))
     await asyncio.gather(*tasks)
     assert log.read_text().split() == [f"account={a}" for a in ("gone0", "edited", "gone1", "gone2")]
+
+
+def test_load_file_adds_accounts_under_their_parents_then_their_users() -> None:
+    """The flat file of a batched creation: one Parent block per parent, the users after all accounts, the
+    organization marker's colons inside quotes, no DefaultAccount (module docstring: slurmdbd 22.05 rolled back
+    earlier changes of a load that set one for an existing user), no options on the Cluster line."""
+    other = dataclasses.replace(WANT, name="q", parent="dept", qos=[], grp_tres={}, users=["bob", "carol"],
+                                cordoned=True, organization="enclave.io/project:q:uid-q")  # fmt: skip
+    assert sa.load_file("c", [WANT, other]).splitlines() == [
+        "Cluster - 'c'",
+        "Parent - 'dept'",
+        "Account - 'q':Description='proj':Organization='enclave.io/project:q:uid-q':Fairshare=5:"
+        "GrpSubmitJobs=0:GrpJobs=0",
+        "Parent - 'root'",
+        f"Account - 'p':Description='proj':Organization='{MARK}':Fairshare=5:GrpTRES=cpu=16,mem=2097152M:QOS='normal'",
+        "Parent - 'p'",
+        "User - 'alice'",
+        "Parent - 'q'",
+        "User - 'bob'",
+        "User - 'carol'",
+    ]
+
+
+def test_load_file_refuses_a_value_it_cannot_quote() -> None:
+    with pytest.raises(ValueError, match="flat file"):
+        sa.load_file("c", [dataclasses.replace(WANT, description="it's")])
+
+
+async def test_without_a_cluster_or_with_batches_of_one_accounts_are_added_one_by_one() -> None:
+    """A load must name its cluster (another name silently creates a cluster in slurmdbd)."""
+    for settings in ({}, {"cluster": "c", "batchCreations": 1}):
+        runner = sa.Sacctmgr(sa.SlurmSettings.model_validate(settings), program=["false"])
+        assert await runner.add_batched(WANT) is False
+        assert not runner.calls, "no sacctmgr call"

@@ -759,7 +759,9 @@ class SlurmAccountAdapter:
         return self._claim(await self.read())
 
     async def observe(self) -> Observation:
-        state = await self.read()
+        return self._observation(await self.read())
+
+    def _observation(self, state: AccountState) -> Observation:
         adopting = ownership.raise_unless_usable(self._claim(state), self._d.owner, self.noun)
         if not state.record:
             return Observation(False, False, "account missing", self._d.name)
@@ -780,14 +782,19 @@ class SlurmAccountAdapter:
         members = member_states(self._member_of, state.users)
         return Observation(True, not diff, "; ".join(diff), self._d.name, members=members, adopting=adopting)
 
-    async def create(self) -> None:
+    async def create(self) -> Observation | None:
         """Add the account with every setting (in a load with other new ones when it can), then converge (it may
         have existed, e.g. as a record only)."""
         d = self._d
         if await self.sacctmgr.add_batched(d):
-            # Added with its users by a load, whose answer does not prove what it saved: converge from a read.
-            await self._converge(await self.read())
-            return
+            # Added with its users by a load, whose answer does not prove what it saved: read it back; as desired,
+            # that read is the observation after the create (the engine need not read again).
+            state = await self.read()
+            observation = self._observation(state)
+            if observation.up_to_date:
+                return observation
+            await self._converge(state)
+            return None
         args = [
             "add",
             "account",
@@ -808,8 +815,9 @@ class SlurmAccountAdapter:
         if result.returncode == 0 and "adding account" in result.stdout.lower():
             # A new account with every setting given: only the users are left (saves a read, ~0.3 s).
             await self._converge(AccountState(True, (), frozenset(), organization=d.organization))
-            return
+            return None
         await self._converge(await self.read())
+        return None
 
     async def update(self, observation: Observation) -> None:
         state = self._state or await self.read()

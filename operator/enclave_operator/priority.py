@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import enum
 import heapq
 import itertools
@@ -38,6 +39,31 @@ class Priority(enum.IntEnum):
 current: contextvars.ContextVar[Priority] = contextvars.ContextVar("priority", default=Priority.EDIT)
 """The priority of the work this task does: set by `Slots.take` for its body (and inherited by the tasks and
 threads it starts); outside any reconcile (a webhook's check, start-up) someone is waiting: EDIT."""
+
+
+@dataclasses.dataclass
+class _Held:
+    """The slot a reconcile holds, and whether it gave it back early (`give_back_slot`)."""
+
+    slots: Slots
+    given_back: bool = False
+
+
+_held: contextvars.ContextVar[_Held | None] = contextvars.ContextVar("held_slot", default=None)
+
+
+def give_back_slot() -> None:
+    """Hand the slot this reconcile holds to waiting work now, for the rest of the reconcile (nothing if it holds
+    none, or gave it back already).
+
+    For a wait that ends sooner the more work waits with it: new Slurm accounts are added together by one
+    `sacctmgr load` (backends/slurm_accounts.py), and a reconcile holding its slot while it waits would keep the
+    next creations from joining that load, which then carries no more accounts than there are slots. What a
+    reconcile has left after such a wait is short (a read back, its status), so it finishes without a slot."""
+    held = _held.get()
+    if held is not None and not held.given_back:
+        held.given_back = True
+        held.slots._release()
 
 
 class Slots:
@@ -83,12 +109,15 @@ class Slots:
                 if future.done() and not future.cancelled():
                     self._release()  # handed a slot just as we were cancelled: pass it on
                 raise
-        token = current.set(priority)
+        token, held = current.set(priority), _Held(self)
+        held_token = _held.set(held)
         try:
             yield
         finally:
             current.reset(token)
-            self._release()
+            _held.reset(held_token)
+            if not held.given_back:
+                self._release()
 
     def _release(self) -> None:
         self._free += 1

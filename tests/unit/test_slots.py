@@ -141,3 +141,29 @@ async def _hold(slots: Slots, priority: Priority, gate: asyncio.Event) -> None:
 def test_reserved_leaves_other_work_at_least_one_slot() -> None:
     assert Slots(1, reserved=2).reserved == 0
     assert Slots(16, reserved=2).reserved == 2
+
+
+async def test_a_slot_given_back_goes_to_waiting_work_and_is_not_released_twice() -> None:
+    """A reconcile waiting for a batched write (a sacctmgr load) gives its slot back, so that the next creation
+    starts and joins the same batch; when it ends it does not release the slot a second time."""
+    from enclave_operator.priority import give_back_slot
+
+    slots, batch_done, started = Slots(1), asyncio.Event(), []
+
+    async def creation(name: str) -> None:
+        async with slots.take(Priority.CREATE):
+            started.append(name)
+            give_back_slot()
+            give_back_slot()  # twice: still one slot given back
+            await batch_done.wait()
+
+    first = asyncio.create_task(creation("first"))
+    second = asyncio.create_task(creation("second"))
+    await asyncio.sleep(0.01)
+    assert started == ["first", "second"], "the second started in the slot the first gave back"
+    batch_done.set()
+    await asyncio.gather(first, second)
+    async with slots.take(Priority.RESYNC):
+        assert slots._free == 0, "one slot in all: none was released twice"
+    give_back_slot()  # outside any slot: nothing to give back
+    assert slots._free == 1

@@ -57,7 +57,7 @@ from enclave_operator.api.research_project import DeletionPolicy, SlurmCompute
 from enclave_operator.backends import ownership, throttle
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
-from enclave_operator.priority import Priority, Slots
+from enclave_operator.priority import Priority, Slots, give_back_slot
 
 logger = logging.getLogger(__name__)
 
@@ -590,6 +590,7 @@ class Sacctmgr:
         self._batch[account.name] = (account, future)
         if self._loader is None or self._loader.done():
             self._loader = asyncio.create_task(self._load_waiting(cluster), name="sacctmgr-load")
+        give_back_slot()  # the next creations join this load instead of waiting for our slot (priority.py)
         try:
             return await future
         finally:

@@ -254,10 +254,14 @@ NEEDS: Mapping[str, tuple[str, ...]] = {
     "RoleBinding": ("Namespace",),
     "Credential": ("Namespace", "BucketPolicy"),
     "Group": ("BucketPolicy",),
+    "SlurmAccount": ("Namespace", "NamespacePolicy", "RoleBinding", "IdentityGroup", "Bucket", "BucketPolicy",
+                     "Credential", "Group"),
 }
 """Parts (by noun) that live inside another part and are reconciled after it; every other part starts at once
 (`managed.reconcile_parts`): the Secret of the credential goes into the namespace, and a credential or group
-gets a policy that must exist."""
+gets a policy that must exist. The Slurm account comes after all others: a new one waits for a `sacctmgr load`
+with other new accounts and gives its reconcile slot back meanwhile (priority.give_back_slot), which must leave
+no other part of the reconcile running without a slot."""
 
 
 def _identity_group(project: ProjectPlan, backends: Backends) -> identity.GroupAdapter | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -39,10 +40,35 @@ class ServiceError(RuntimeError):
 
 
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port on 127.0.0.1 that is free right now, below the kernel's ephemeral range.
+
+    Outgoing connections take their local port from the ephemeral range (net.ipv4.ip_local_port_range), which is
+    also where `bind(0)` picks: such a port can be held by a client connection by the time the server meant to
+    listen on it starts (seen: the bench's webhook port, chosen before 150 s of floor traffic, "address already in
+    use"). A port below that range is never taken that way."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = PORTS_FROM + secrets.randbelow(max(low - PORTS_FROM, 1))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # the range below is full: any free port
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+PORTS_FROM = 20000
+"""free_port's lowest port: above the ports of common services."""
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def pid_alive(pid: int) -> bool:

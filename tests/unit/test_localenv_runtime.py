@@ -43,3 +43,18 @@ def test_without_it_sigterm_skips_the_finally() -> None:
     """Why the benches call it: a killed bench left its API server, etcd, MinIO and operator running."""
     returncode, out = _terminated("")
     assert out == "" and returncode == -signal.SIGTERM
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_free() -> None:
+    """Client connections take their ports from the ephemeral range; a server port chosen there was taken by one
+    before the server started (the bench's webhook port)."""
+    import socket
+
+    from localenv.runtime import PORTS_FROM, _ephemeral_low, free_port
+
+    ports = {free_port() for _ in range(50)}
+    assert all(PORTS_FROM <= port < _ephemeral_low() for port in ports), ports
+    assert len(ports) > 40, "spread over the range"
+    for port in list(ports)[:5]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))

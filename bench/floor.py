@@ -190,13 +190,8 @@ async def _slurm(runner: slurm_accounts.Sacctmgr, projects: Sequence[research_pr
 
 async def _slurm_one(runner: slurm_accounts.Sacctmgr, d: slurm_accounts.DesiredSlurmAccount) -> int:
     cluster = [f"cluster={runner.settings.cluster}"] if runner.settings.cluster else []
-    args = ["add", "account", d.name, *cluster, f"parent={d.parent}", f"description={d.description}",
-            f"organization={d.organization}", f"fairshare={d.fairshare}"]  # fmt: skip
-    if d.grp_tres:
-        args.append(f"grptres={slurm_accounts.format_tres(d.grp_tres)}")
-    if d.qos:
-        args.append(f"qos={','.join(d.qos)}")
-    await runner.run(*args, write=True)
+    settings = [f"{key.lower()}={value}" for key, value in slurm_accounts.account_settings(d)]
+    await runner.run("add", "account", d.name, *cluster, f"parent={d.parent}", *settings, write=True)
     await runner.run("add", "user", ",".join(d.users), f"account={d.name}", *cluster, write=True)
     return 2
 

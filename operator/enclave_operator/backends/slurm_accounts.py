@@ -320,6 +320,23 @@ def format_tres(tres: Mapping[str, str]) -> str:
     return ",".join(f"{key}={tres[key]}" for key in sorted(tres))
 
 
+def account_settings(d: DesiredSlurmAccount) -> list[tuple[str, str]]:
+    """Every setting a new account gets, as (sacctmgr option, value): `add account` takes them as option=value, a
+    load's flat file as Option=value on the account's line."""
+    settings = [("Description", d.description), ("Organization", d.organization), ("Fairshare", str(d.fairshare))]
+    if d.grp_tres:
+        settings.append(("GrpTRES", format_tres(d.grp_tres)))
+    if d.qos:
+        settings.append(("QOS", ",".join(d.qos)))
+    if d.cordoned:
+        settings += [("GrpSubmitJobs", "0"), ("GrpJobs", "0")]
+    return settings
+
+
+_QUOTED = frozenset({"Description", "Organization", "QOS"})
+"""Flat-file values in quotes: free text, the marker's colons, the QOS list's commas."""
+
+
 def load_file(cluster: str, accounts: Sequence[DesiredSlurmAccount]) -> str:
     """The `sacctmgr load` flat file that adds `accounts` (all absent, parents existing) with their users.
 
@@ -333,14 +350,7 @@ def load_file(cluster: str, accounts: Sequence[DesiredSlurmAccount]) -> str:
         for a in accounts:
             if a.parent != parent:
                 continue
-            options = [f"Description={_quoted(a.description)}", f"Organization={_quoted(a.organization)}",
-                       f"Fairshare={a.fairshare}"]  # fmt: skip
-            if a.grp_tres:
-                options.append(f"GrpTRES={format_tres(a.grp_tres)}")
-            if a.qos:
-                options.append(f"QOS={_quoted(','.join(a.qos))}")
-            if a.cordoned:
-                options += ["GrpSubmitJobs=0", "GrpJobs=0"]
+            options = [f"{key}={_quoted(value) if key in _QUOTED else value}" for key, value in account_settings(a)]
             lines.append(":".join([f"Account - {_quoted(a.name)}", *options]))
     for a in accounts:
         if a.users:
@@ -796,22 +806,8 @@ class SlurmAccountAdapter:
                 return observation
             await self._converge(state)
             return None
-        args = [
-            "add",
-            "account",
-            d.name,
-            *self._on_cluster(),
-            f"parent={d.parent}",
-            f"description={d.description}",
-            f"organization={d.organization}",
-            f"fairshare={d.fairshare}",
-        ]
-        if d.grp_tres:
-            args.append(f"grptres={format_tres(d.grp_tres)}")
-        if d.qos:
-            args.append(f"qos={','.join(d.qos)}")
-        if d.cordoned:
-            args += ["grpsubmitjobs=0", "grpjobs=0"]
+        settings = [f"{key.lower()}={value}" for key, value in account_settings(d)]
+        args = ["add", "account", d.name, *self._on_cluster(), f"parent={d.parent}", *settings]
         result = await self.sacctmgr.run(*args, write=True, tolerate_nothing=True)
         if result.returncode == 0 and "adding account" in result.stdout.lower():
             # A new account with every setting given: only the users are left (saves a read, ~0.3 s).

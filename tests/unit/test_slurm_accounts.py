@@ -428,3 +428,21 @@ async def test_without_a_cluster_or_with_batches_of_one_accounts_are_added_one_b
         runner = sa.Sacctmgr(sa.SlurmSettings.model_validate(settings), program=["false"])
         assert await runner.add_batched(WANT) is False
         assert not runner.calls, "no sacctmgr call"
+
+
+async def test_a_load_that_fails_unexpectedly_is_each_waiting_projects_error(tmp_path: Path) -> None:
+    """Not a cancellation of every reconcile waiting for the load (which would look like a shutdown to them)."""
+    fake = tmp_path / "sacctmgr"
+    fake.write_text("#!/bin/sh\nexit 0\n")  # shows no account: both go into the load
+    fake.chmod(0o755)
+    runner = sa.Sacctmgr(sa.SlurmSettings(sacctmgrPath=str(fake), cluster="c"), program=[str(fake)])
+
+    async def broken(cluster: str, accounts: object) -> set[str]:
+        raise KeyError("bug")
+
+    runner._load = broken  # type: ignore[method-assign]
+    import asyncio
+
+    results = await asyncio.gather(runner.add_batched(WANT), runner.add_batched(dataclasses.replace(WANT, name="q")),
+                                   return_exceptions=True)  # fmt: skip
+    assert all(isinstance(r, sa.BackendError) and "internal error (KeyError)" in str(r) for r in results), results

@@ -617,15 +617,18 @@ class Sacctmgr:
                     continue
                 try:
                     added = await self._load(cluster, [account for account, _ in taken])
-                except BackendError as error:
+                except asyncio.CancelledError:
+                    for _, future in taken:
+                        future.cancel()
+                    raise
+                except Exception as error:  # BackendError; anything else is a bug, which each project reports
+                    if not isinstance(error, BackendError):
+                        logger.exception("sacctmgr load failed unexpectedly")
+                        error = BackendError(f"internal error ({type(error).__name__}); see the operator log")
                     for _, future in taken:
                         if not future.done():
                             future.set_exception(error)
                     continue
-                except BaseException:
-                    for _, future in taken:
-                        future.cancel()
-                    raise
                 for account, future in taken:
                     if not future.done():
                         future.set_result(account.name in added)

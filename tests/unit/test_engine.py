@@ -146,6 +146,30 @@ async def test_reconcile_parts_runs_independent_parts_together_and_needed_parts_
     assert log.index("start Other") < log.index("done Space"), "so does a later part that needs nothing"
 
 
+async def test_a_part_after_all_others_starts_when_every_other_part_is_done_earlier_or_later() -> None:
+    log: list[str] = []
+    parts = [SlowAdapter(noun=noun, log=log) for noun in ("Space", "Last", "Inside", "Other")]
+    needs = {"Inside": ("Space",), "Last": managed.AFTER_ALL_OTHERS}
+    outcomes = await managed.reconcile_parts(parts, ListRecorder(), needs)
+    assert [o.condition.status for o in outcomes] == ["True"] * 4
+    started = log.index("start Last")
+    assert all(log.index(f"done {noun}") < started for noun in ("Space", "Inside", "Other")), log
+
+
+async def test_no_part_may_need_the_part_that_comes_after_all_others() -> None:
+    parts = [FakeAdapter(noun="Last"), FakeAdapter(noun="Inside")]
+    needs = {"Last": managed.AFTER_ALL_OTHERS, "Inside": ("Last",)}
+    with pytest.raises(ValueError, match="after all others"):
+        await managed.reconcile_parts(parts, ListRecorder(), needs)
+
+
+def test_the_projects_slurm_account_comes_after_all_its_other_parts() -> None:
+    """A new account waits for a batched load and gives its reconcile slot back: nothing else may still run."""
+    from enclave_operator.reconcilers import research_project
+
+    assert research_project.NEEDS["SlurmAccount"] is managed.AFTER_ALL_OTHERS
+
+
 async def test_reconcile_parts_still_reconciles_a_part_whose_dependency_failed() -> None:
     failing = FakeAdapter(noun="Space", fail=lambda action: BackendUnavailable("down") if action == "observe" else None)
     inside = FakeAdapter(noun="Inside")

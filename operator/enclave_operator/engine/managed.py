@@ -124,19 +124,32 @@ async def reconcile_part(adapter: Adapter, recorder: Recorder) -> PartOutcome:
     return PartOutcome(conditions.false(adapter.part, reasons.REASON_PROGRESSING, message), observation, True, wrote)
 
 
+AFTER_ALL_OTHERS: Collection[str] = frozenset({"*every other part*"})
+"""`needs[noun] = AFTER_ALL_OTHERS`: that part starts once every other part of the object is done, earlier or
+later in the list, including parts added in future (a list of nouns would have to be kept in step by hand)."""
+
+
 async def reconcile_parts(parts: Sequence[Adapter], recorder: Recorder,
                           needs: Mapping[str, Collection[str]]) -> list[PartOutcome]:  # fmt: skip
     """Reconcile every part; a part starts once the earlier parts whose nouns it needs (`needs[noun]`) are done,
-    all others at once. Outcomes come in the order of `parts`; events in the order the parts finish.
+    or all other parts (`AFTER_ALL_OTHERS`), all others at once. Outcomes come in the order of `parts`; events in
+    the order the parts finish.
 
     A part is reconciled even when a part it needs failed, as a sequential walk would (it reports its own
-    condition, e.g. "namespace does not exist (yet)"). Only earlier parts can be needed, so there is no cycle.
+    condition, e.g. "namespace does not exist (yet)"). Only earlier parts can be needed, and a part that comes
+    after all others can be needed by none, so there is no cycle (checked: a ValueError names the parts).
     """
+    last = [part.noun for part in parts if needs.get(part.noun) is AFTER_ALL_OTHERS]
+    if len(last) > 1 or any(noun in needs.get(part.noun, ()) for part in parts for noun in last):
+        raise ValueError(f"no other part may need a part that comes after all others: {last}")
     tasks: list[asyncio.Task[PartOutcome]] = []
 
     async def run(index: int, part: Adapter) -> PartOutcome:
         wanted = needs.get(part.noun, ())
-        before = [tasks[i] for i in range(index) if parts[i].noun in wanted]
+        if wanted is AFTER_ALL_OTHERS:
+            before = [task for i, task in enumerate(tasks) if i != index]  # all are created before any runs
+        else:
+            before = [tasks[i] for i in range(index) if parts[i].noun in wanted]
         if before:
             await asyncio.wait(before)
         return await reconcile_part(part, recorder)

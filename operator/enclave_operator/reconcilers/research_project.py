@@ -15,7 +15,7 @@ import fnmatch
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import pydantic
@@ -249,19 +249,18 @@ def key_status(secret: str, deletion_policy: str, settings: OperatorSettings) ->
     return {"secret": f"{settings.ingest.namespace}/{secret}", "onDelete": fate}
 
 
-NEEDS: Mapping[str, tuple[str, ...]] = {
+NEEDS: Mapping[str, Collection[str]] = {
     "NamespacePolicy": ("Namespace",),
     "RoleBinding": ("Namespace",),
     "Credential": ("Namespace", "BucketPolicy"),
     "Group": ("BucketPolicy",),
-    "SlurmAccount": ("Namespace", "NamespacePolicy", "RoleBinding", "IdentityGroup", "Bucket", "BucketPolicy",
-                     "Credential", "Group"),
+    "SlurmAccount": managed.AFTER_ALL_OTHERS,
 }
 """Parts (by noun) that live inside another part and are reconciled after it; every other part starts at once
 (`managed.reconcile_parts`): the Secret of the credential goes into the namespace, and a credential or group
-gets a policy that must exist. The Slurm account comes after all others: a new one waits for a `sacctmgr load`
-with other new accounts and gives its reconcile slot back meanwhile (priority.give_back_slot), which must leave
-no other part of the reconcile running without a slot."""
+gets a policy that must exist. The Slurm account comes after all others (`managed.AFTER_ALL_OTHERS`): a new one
+waits for a `sacctmgr load` with other new accounts and gives its reconcile slot back meanwhile
+(priority.give_back_slot), which must leave no other part of the reconcile running without a slot."""
 
 
 def _identity_group(project: ProjectPlan, backends: Backends) -> identity.GroupAdapter | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -446,3 +448,81 @@ async def test_a_load_that_fails_unexpectedly_is_each_waiting_projects_error(tmp
     results = await asyncio.gather(runner.add_batched(WANT), runner.add_batched(dataclasses.replace(WANT, name="q")),
                                    return_exceptions=True)  # fmt: skip
     assert all(isinstance(r, sa.BackendError) and "internal error (KeyError)" in str(r) for r in results), results
+
+
+SHOWS = """#!{python}
+import sys, time
+args = sys.argv[1:]
+with open({log!r}, "a") as log:
+    log.write(" ".join(args[4:6]) + " " + next(a for a in args if a.startswith(("name=", "account="))) + "\\n")
+if {fail}:
+    print("sacctmgr: error: Problem talking to the database", file=sys.stderr)
+    sys.exit(1)
+time.sleep(0.3)
+names = next(a for a in args if a.startswith(("name=", "account="))).split("=", 1)[1].split(",")
+for name in names:
+    account_row = [name, "c", "", "", "root", "1", "", "", "", "", "org-" + name, "descr"]
+    if args[4] == "account" and name.startswith("acct"):
+        print("|".join(account_row))
+        print("|".join([name, "c", "alice", *account_row[3:]]))
+    if args[4] == "assoc" and name.startswith("bare"):
+        print("|".join(account_row[:10]))
+"""
+
+
+def fake_reader(tmp_path: Path, *, fail: bool = False) -> tuple[sa.Sacctmgr, Path]:
+    log, fake = tmp_path / "calls", tmp_path / "sacctmgr"
+    fake.write_text(SHOWS.format(python=sys.executable, log=str(log), fail=fail))
+    fake.chmod(0o755)
+    return sa.Sacctmgr(
+        sa.SlurmSettings(sacctmgrPath=str(fake), cluster="c"), program=[str(fake), "-i", "-n", "-P"]
+    ), log
+
+
+async def test_reads_of_accounts_asked_for_meanwhile_share_one_sacctmgr_call(tmp_path: Path) -> None:
+    """A rollout's reconciles each read their account two or three times; one call per read kept them waiting."""
+    runner, log = fake_reader(tmp_path)
+    first = asyncio.create_task(runner.show_account("acct0"))
+    await asyncio.sleep(0.1)  # its call is in flight: the next reads wait for it and go together
+    names = [f"acct{i}" for i in range(1, 30)] + ["bare1", "missing1"]
+    found = await asyncio.gather(*(runner.show_account(name) for name in names))
+    assert [r.account for r in (await first).rows] == ["acct0", "acct0"]
+    assert log.read_text().splitlines() == [
+        "account withassoc name=acct0",
+        f"account withassoc name={','.join(names)}",
+        "assoc where account=bare1,missing1",
+    ], "one call for the first read, one for all that waited, one `show assoc` for those it did not list"
+    by_name = dict(zip(names, found, strict=True))
+    assert all([r.account for r in by_name[f"acct{i}"].rows] == [f"acct{i}"] * 2 for i in range(1, 30))
+    assert by_name["bare1"].rows == () and by_name["bare1"].associations == ("bare1|c|||root|1||||",)
+    assert by_name["missing1"] == sa.AccountRows((), ())
+
+
+async def test_an_account_listed_only_by_show_assoc_reads_as_desired_for_what_show_assoc_lacks(tmp_path: Path) -> None:
+    runner, _ = fake_reader(tmp_path)
+    adapter = sa.SlurmAccountAdapter(runner.settings, dataclasses.replace(WANT, name="bare2"), runner=runner)
+    state = await adapter.read()
+    assert state.exists and state.organization == WANT.organization, "the marker we wrote (module docstring)"
+    assert [(r.account, r.fairshare, r.description) for r in state.account_rows] == [("bare2", "1", WANT.description)]
+
+
+async def test_a_failed_shared_read_is_every_waiting_readers_error_and_the_next_read_starts_afresh(
+    tmp_path: Path,
+) -> None:
+    runner, log = fake_reader(tmp_path, fail=True)
+    results = await asyncio.gather(*(runner.show_account(f"acct{i}") for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, BackendUnavailable) for r in results), results
+    assert len(log.read_text().splitlines()) == 1, "one call failed for all three"
+    (tmp_path / "again").mkdir()
+    reader, _ = fake_reader(tmp_path / "again")
+    assert [r.account for r in (await reader.show_account("acct9")).rows] == ["acct9", "acct9"]
+
+
+async def test_a_reader_that_stops_waiting_leaves_the_others_their_answer(tmp_path: Path) -> None:
+    """An admission check gives up after ownership.ADMISSION_CHECK_S: the read goes on for the reconciles."""
+    runner, _ = fake_reader(tmp_path)
+    impatient = asyncio.create_task(runner.show_account("acct1"))
+    patient = asyncio.create_task(runner.show_account("acct1"))
+    await asyncio.sleep(0.05)
+    impatient.cancel()
+    assert [r.account for r in (await patient).rows] == ["acct1", "acct1"]

@@ -31,6 +31,11 @@ flat file adds accounts with different settings and their users in one transacti
 absent just before the load and under an existing parent go into it, and no line sets a DefaultAccount: with
 either, slurmdbd 22.05 commits a load partly or rolls back some of its changes while answering rc 0. Each
 project then reads its account back; one the load did not add is added on its own, with its own error.
+
+Reads of accounts are shared the same way (`Sacctmgr.show_account`): the reads asked for while one is in flight
+go into the next `show account withassoc where name=a,b,…` together. A reconcile reads its account two or three
+times (admission, observe, the read back after a load), each read costs slurmdbd several round trips whatever it
+lists, and four at a time behind loads were what kept 1,000 new projects waiting (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pydantic
 from pydantic.alias_generators import to_camel
@@ -57,7 +63,7 @@ from enclave_operator.api.research_project import DeletionPolicy, SlurmCompute
 from enclave_operator.backends import ownership, throttle
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
-from enclave_operator.priority import Priority, Slots, give_back_slot
+from enclave_operator.priority import Priority, Slots, current, give_back_slot
 
 logger = logging.getLogger(__name__)
 
@@ -404,6 +410,20 @@ def parse_rows(stdout: str) -> list[AssocRow]:
 
 
 @dataclasses.dataclass(frozen=True)
+class AccountRows:
+    """What a shared read found for one account (Sacctmgr.show_account)."""
+
+    rows: tuple[AssocRow, ...]
+    """Its lines of `show account withassoc`."""
+    associations: tuple[str, ...]
+    """When there are none: its lines of `show assoc` (format _ASSOC_FORMAT), unparsed."""
+
+
+READ_BATCH = 100
+"""Most accounts one shared read names (a command line of a few KiB)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class AccountState:
     """What Slurm has for one account (on the managed cluster, if one is set)."""
 
@@ -561,6 +581,9 @@ class Sacctmgr:
         self._batch: dict[str, tuple[DesiredSlurmAccount, asyncio.Future[bool]]] = {}
         """New accounts waiting for the next `sacctmgr load` (add_batched), by name."""
         self._loader: asyncio.Task[None] | None = None
+        self._reads: dict[str, list[tuple[Priority, asyncio.Future[AccountRows]]]] = {}
+        """Accounts waiting for the next shared read (show_account), by name."""
+        self._reader: asyncio.Task[None] | None = None
         self._program = list(program) if program else [settings.sacctmgr_path, "-i", "-n", "-P"]
         env = dict(os.environ)
         if settings.slurm_conf is not None:
@@ -586,6 +609,59 @@ class Sacctmgr:
                 return await self._run(args, write=write, tolerate_nothing=tolerate_nothing, check=check)
         async with self._slots.take():
             return await self._run(args, write=write, tolerate_nothing=tolerate_nothing, check=check)
+
+    async def show_account(self, name: str) -> AccountRows:
+        """Account `name` on the managed cluster as `show account withassoc` lists it (and as `show assoc` does, when
+        that lists nothing: see SlurmAccountAdapter.read); read together with the other accounts asked for while a
+        read is in flight (module docstring). The read goes at the most urgent waiting priority."""
+        future: asyncio.Future[AccountRows] = asyncio.get_running_loop().create_future()
+        self._reads.setdefault(name, []).append((current.get(), future))
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_waiting(), name="sacctmgr-read")
+        return await future
+
+    async def _read_waiting(self) -> None:
+        """Read the waiting accounts, READ_BATCH names per sacctmgr call, until none wait."""
+        while self._reads:
+            names = list(self._reads)[:READ_BATCH]
+            waiting = {name: [w for w in self._reads.pop(name) if not w[1].done()] for name in names}
+            waiting = {name: ws for name, ws in waiting.items() if ws}
+            if not waiting:
+                continue
+            current.set(min(priority for ws in waiting.values() for priority, _ in ws))
+            try:
+                found = await self._read_accounts(list(waiting))
+            except asyncio.CancelledError:
+                for ws in waiting.values():
+                    for _, future in ws:
+                        future.cancel()
+                raise
+            except Exception as error:  # BackendError; anything else is a bug, which each reader reports
+                _settle_failed([f for ws in waiting.values() for _, f in ws], error, "sacctmgr read")
+                continue
+            for name, ws in waiting.items():
+                for _, future in ws:
+                    if not future.done():
+                        future.set_result(found[name])
+
+    async def _read_accounts(self, names: Sequence[str]) -> dict[str, AccountRows]:
+        """One `show account withassoc` of `names`; one `show assoc` of those it did not list."""
+        cluster = [f"cluster={self.settings.cluster}"] if self.settings.cluster else []
+        shown = await self.run("show", "account", "withassoc", "where", f"name={','.join(names)}", *cluster,
+                               f"format={_FORMAT}", write=False)  # fmt: skip
+        try:
+            rows = parse_rows(shown.stdout)
+        except ValueError as error:
+            raise BackendError(f"cannot read sacctmgr output: {error}") from None
+        found = {name: AccountRows(tuple(r for r in rows if r.account == name), ()) for name in names}
+        unlisted = [name for name, account in found.items() if not account.rows]
+        if unlisted:
+            assoc = await self.run("show", "assoc", "where", f"account={','.join(unlisted)}", *cluster,
+                                   f"format={_ASSOC_FORMAT}", write=False)  # fmt: skip
+            lines = [line for line in assoc.stdout.splitlines() if line.strip()]
+            for name in unlisted:
+                found[name] = AccountRows((), tuple(line for line in lines if line.split("|", 1)[0] == name))
+        return found
 
     async def add_batched(self, account: DesiredSlurmAccount) -> bool:
         """Add a new account with its users in one `sacctmgr load` with the others waiting (module docstring).
@@ -622,12 +698,7 @@ class Sacctmgr:
                         future.cancel()
                     raise
                 except Exception as error:  # BackendError; anything else is a bug, which each project reports
-                    if not isinstance(error, BackendError):
-                        logger.exception("sacctmgr load failed unexpectedly")
-                        error = BackendError(f"internal error ({type(error).__name__}); see the operator log")
-                    for _, future in taken:
-                        if not future.done():
-                            future.set_exception(error)
+                    _settle_failed([future for _, future in taken], error, "sacctmgr load")
                     continue
                 for account, future in taken:
                     if not future.done():
@@ -701,6 +772,18 @@ class Sacctmgr:
         raise classify_failure(what, result.returncode, result.stderr + "\n" + result.stdout)
 
 
+def _settle_failed(futures: Sequence[asyncio.Future[Any]], error: Exception, what: str) -> None:
+    """Fail every caller waiting for a shared call with its error: a BackendError as it is, anything else (a bug)
+    as a BackendError naming the log, where it is logged once. Never a cancellation, which would look like a
+    shutdown to them."""
+    if not isinstance(error, BackendError):
+        logger.exception("%s failed unexpectedly", what, exc_info=error)
+        error = BackendError(f"internal error ({type(error).__name__}); see the operator log")
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
+
+
 async def _stop(proc: asyncio.subprocess.Process) -> None:
     """Kill `proc` unless it has exited meanwhile, and reap it. The process may end between the timeout or the
     cancellation and the kill: kill() then raises ProcessLookupError, which would replace the caller's timeout or
@@ -739,31 +822,22 @@ class SlurmAccountAdapter:
         return [f"cluster={self._s.cluster}"] if self._s.cluster else []
 
     async def read(self) -> AccountState:
-        """The account as Slurm has it now (one sacctmgr call)."""
-        result = await self.sacctmgr.run(
-            "show", "account", "withassoc", *self._where(f"name={self._d.name}"), f"format={_FORMAT}", write=False
-        )
-        try:
-            rows = parse_rows(result.stdout)
-            if not rows:
-                rows = await self._read_associations()
-        except ValueError as error:
-            raise BackendError(f"cannot read sacctmgr output: {error}") from None
+        """The account as Slurm has it now (a read shared with the other accounts read meanwhile).
+
+        Seen under concurrent adds on 22.05: associations exist while `show account withassoc` lists nothing (the
+        account record lost its description); the associations `show assoc` lists are taken then, with the
+        description and organization as desired (`show assoc` has neither, and `modify` cannot repair the record:
+        "Nothing modified"). That state follows our own concurrent adds only, so the ownership marker is ours."""
+        shown = await self.sacctmgr.show_account(self._d.name)
+        rows = list(shown.rows)
+        if not rows and shown.associations:
+            desc, org = self._d.description, self._d.organization
+            try:
+                rows = parse_rows("\n".join(f"{line}|{org}|{desc}" for line in shown.associations))
+            except ValueError as error:
+                raise BackendError(f"cannot read sacctmgr output: {error}") from None
         self._state = account_state(rows, self._d.name, self._s.cluster)
         return self._state
-
-    async def _read_associations(self) -> list[AssocRow]:
-        """Seen under concurrent adds on 22.05: associations exist while `show account withassoc` lists nothing
-        (the account record lost its description). Read the associations directly; the empty description then
-        shows as a difference and the next update repairs the record."""
-        result = await self.sacctmgr.run(
-            "show", "assoc", *self._where(f"account={self._d.name}"), f"format={_ASSOC_FORMAT}", write=False
-        )
-        # Neither the description nor the organization can be read this way; take them as desired rather
-        # than chase a repair that `modify` cannot make (it answers "Nothing modified"). This state follows
-        # our own concurrent adds only, so the ownership marker is the one we wrote.
-        desc, org = self._d.description, self._d.organization
-        return parse_rows("\n".join(f"{line}|{org}|{desc}" for line in result.stdout.splitlines() if line.strip()))
 
     def _claim(self, state: AccountState) -> ownership.ClaimResult:
         return organization_claim(self._d.owner, state.organization, self._d.name, exists=state.record)

@@ -168,6 +168,16 @@ def test_the_projects_slurm_account_comes_after_all_its_other_parts() -> None:
     from enclave_operator.reconcilers import research_project
 
     assert research_project.NEEDS["SlurmAccount"] is managed.AFTER_ALL_OTHERS
+    for status in ({}, {"conditions": [{"type": reasons.SCHEDULER_READY, "status": "False"}]}):
+        assert research_project.needs(status) is research_project.NEEDS, "until its account has been ready"
+
+
+def test_an_edit_of_a_project_whose_slurm_account_was_ready_does_not_wait_for_its_other_parts() -> None:
+    from enclave_operator.reconcilers import research_project
+
+    ready = {"conditions": [{"type": reasons.SCHEDULER_READY, "status": "True"}]}
+    assert "SlurmAccount" not in research_project.needs(ready)
+    assert research_project.needs(ready)["Credential"] == research_project.NEEDS["Credential"], "the rest as before"
 
 
 async def test_reconcile_parts_still_reconciles_a_part_whose_dependency_failed() -> None:

@@ -260,7 +260,19 @@ NEEDS: Mapping[str, Collection[str]] = {
 (`managed.reconcile_parts`): the Secret of the credential goes into the namespace, and a credential or group
 gets a policy that must exist. The Slurm account comes after all others (`managed.AFTER_ALL_OTHERS`): a new one
 waits for a `sacctmgr load` with other new accounts and gives its reconcile slot back meanwhile
-(priority.give_back_slot), which must leave no other part of the reconcile running without a slot."""
+(priority.give_back_slot), which must leave no other part of the reconcile running without a slot. Only a new
+account does that: `needs()` drops the ordering once the account has been ready."""
+
+
+def needs(current_status: Mapping[str, Any]) -> Mapping[str, Collection[str]]:
+    """NEEDS for this reconcile: an edit of a project whose Slurm account was ready need not wait for its other
+    parts before the Slurm part starts (they would add their time to the edit's). Should the account be gone
+    meanwhile, it goes into a load like a new one, and that one reconcile's other parts may finish without its
+    slot: rare, and one reconcile."""
+    scheduler = conditions.get(current_status.get("conditions", []), reasons.SCHEDULER_READY) or {}
+    if scheduler.get("status") != "True":
+        return NEEDS
+    return {noun: wanted for noun, wanted in NEEDS.items() if wanted is not managed.AFTER_ALL_OTHERS}
 
 
 def _identity_group(project: ProjectPlan, backends: Backends) -> identity.GroupAdapter | None:
@@ -426,7 +438,7 @@ async def reconcile(
             cordon_condition(spec, project.cordoned).message,
         )
     planned = adapters(project, backends, settings, booked_gpus, booked_families)
-    pairs = list(zip(planned, await managed.reconcile_parts(planned, recorder, NEEDS), strict=True))
+    pairs = list(zip(planned, await managed.reconcile_parts(planned, recorder, needs(current)), strict=True))
     by_part: dict[str, list[managed.PartOutcome]] = {}
     for adapter, outcome in pairs:
         by_part.setdefault(adapter.part, []).append(outcome)

@@ -184,12 +184,12 @@ async def _slurm(runner: slurm_accounts.Sacctmgr, projects: Sequence[research_pr
         for i in range(0, len(accounts), size):
             path = Path(directory) / f"accounts-{i}.cfg"
             path.write_text(slurm_accounts.load_file(cluster, accounts[i : i + size]))
-            await runner.run("load", f"file={path}", f"cluster={cluster}", write=True)
+            await runner.run("load", f"file={path}", *runner.settings.cluster_args(), write=True)
     return (len(accounts) + size - 1) // size
 
 
 async def _slurm_one(runner: slurm_accounts.Sacctmgr, d: slurm_accounts.DesiredSlurmAccount) -> int:
-    cluster = [f"cluster={runner.settings.cluster}"] if runner.settings.cluster else []
+    cluster = runner.settings.cluster_args()
     settings = [f"{key.lower()}={value}" for key, value in slurm_accounts.account_settings(d)]
     await runner.run("add", "account", d.name, *cluster, f"parent={d.parent}", *settings, write=True)
     await runner.run("add", "user", ",".join(d.users), f"account={d.name}", *cluster, write=True)

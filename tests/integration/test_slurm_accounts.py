@@ -58,7 +58,7 @@ def desired(
 
 
 def adapter(env: SlurmEnv, want: DesiredSlurmAccount, **settings: Any) -> SlurmAccountAdapter:
-    return SlurmAccountAdapter(env.settings(**settings), want)
+    return SlurmAccountAdapter(want, Sacctmgr(env.settings(**settings)))
 
 
 async def converge(env: SlurmEnv, want: DesiredSlurmAccount) -> tuple[Any, SlurmAccountAdapter, ListRecorder]:
@@ -302,7 +302,7 @@ async def test_accounts_created_together_share_sacctmgr_loads(slurm: SlurmEnv, a
         assert row["GrpTRES"] == "cpu=16,gres/gpu=2,mem=2T" and row["QOS"] == "normal"
         assert row["GrpSubmitJobs"] == ("0" if want.cordoned else ""), want.name
         assert slurm.users(want.name) == set(want.users)
-        check = SlurmAccountAdapter(slurm.settings(), want)
+        check = SlurmAccountAdapter(want, Sacctmgr(slurm.settings()))
         assert check._claim(await check.read()).claim is ownership.Claim.OWNED, "the organization marker survived"
     assert _default_account(slurm, newcomer) == wants[3].name
     assert _default_account(slurm, "alice") == alice_default, "an existing member's default is left alone"
@@ -326,7 +326,7 @@ async def test_a_bad_value_refuses_its_load_and_only_its_own_project(slurm: Slur
 
 
 async def _create_together(slurm: SlurmEnv, runner: Sacctmgr, wants: Sequence[DesiredSlurmAccount]) -> list[Any]:
-    return await asyncio.gather(*(reconcile_part(SlurmAccountAdapter(slurm.settings(), want, runner=runner),
+    return await asyncio.gather(*(reconcile_part(SlurmAccountAdapter(want, runner),
                                                  ListRecorder()) for want in wants))  # fmt: skip
 
 
@@ -383,7 +383,7 @@ async def test_finding_8_2_projects_sharing_members_deleted_at_once_all_complete
     for _ in range(8):
         order = sorted(pending)
         results = await asyncio.gather(*(finalize_part(
-            SlurmAccountAdapter(slurm.settings(), desired(n, users=members[n]), runner=runner), "Delete",
+            SlurmAccountAdapter(desired(n, users=members[n]), runner), "Delete",
             ListRecorder()) for n in order))  # fmt: skip
         pending -= {n for n, r in zip(order, results, strict=True) if r.done}
         if not pending:

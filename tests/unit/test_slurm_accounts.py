@@ -273,6 +273,41 @@ def test_settings_are_camel_case_strict_and_frozen() -> None:
         s.cluster = "other"  # type: ignore[misc]
 
 
+@pytest.mark.parametrize(
+    ("settings", "args", "why"),
+    [
+        ({}, [], "no cluster set: sacctmgr's defaults (every cluster for adds)"),
+        ({"cluster": "enclave"}, ["cluster=enclave"], "the managed cluster, as every command of the operator names it"),
+    ],
+)
+def test_cluster_args(settings: dict[str, str], args: list[str], why: str) -> None:
+    assert sa.SlurmSettings.model_validate(settings).cluster_args() == args, why
+
+
+ARGV_LOG = """#!/bin/sh
+echo "$*" >> {log}
+case "$*" in
+  *"show account withassoc"*) echo "p|c|||root|5|||||{org}|d"; echo "p|c|alice||root|5|||||{org}|d" ;;
+esac
+"""
+
+
+async def test_the_adapter_reads_and_writes_on_its_runners_cluster(tmp_path: Path) -> None:
+    """The adapter has no settings of its own: its shared reads (the runner's) and its filters and writes name one
+    cluster, so it cannot read another cluster's rows than it writes."""
+    log, fake = tmp_path / "argv", tmp_path / "sacctmgr"
+    fake.write_text(ARGV_LOG.format(log=log, org=sa.organization_marker(WANT.owner)))
+    fake.chmod(0o755)
+    runner = sa.Sacctmgr(sa.SlurmSettings(sacctmgrPath=str(fake), cluster="c"), program=[str(fake)])
+    adapter = sa.SlurmAccountAdapter(dataclasses.replace(WANT, name="p", users=("bob",)), runner)
+    assert (await adapter.observe()).diff.endswith("users missing: bob; users not members: alice")
+    await adapter.delete("Retain")
+    calls = log.read_text().splitlines()
+    assert [" ".join(c.split()[:2]) for c in calls] == ["show account", "show account", "show user", "delete user",
+                                                        "modify account"], calls  # fmt: skip
+    assert all("cluster=c" in c.split() for c in calls if not c.startswith("show user")), calls
+
+
 def fake_sacctmgr(tmp_path: Path, body: str) -> sa.Sacctmgr:
     script = tmp_path / "sacctmgr"
     script.write_text(f"#!/bin/sh\n{body}\n")
@@ -387,7 +422,7 @@ async def test_an_edit_removing_a_member_goes_before_waiting_removals(tmp_path: 
     reconciles = Slots(16)
 
     async def remove(account: str, priority: Priority) -> None:
-        adapter = sa.SlurmAccountAdapter(runner.settings, dataclasses.replace(WANT, name=account), runner=runner)
+        adapter = sa.SlurmAccountAdapter(dataclasses.replace(WANT, name=account), runner)
         async with reconciles.take(priority):
             await adapter._remove_users(["alice"])
 
@@ -500,7 +535,7 @@ async def test_reads_of_accounts_asked_for_meanwhile_share_one_sacctmgr_call(tmp
 
 async def test_an_account_listed_only_by_show_assoc_reads_as_desired_for_what_show_assoc_lacks(tmp_path: Path) -> None:
     runner, _ = fake_reader(tmp_path)
-    adapter = sa.SlurmAccountAdapter(runner.settings, dataclasses.replace(WANT, name="bare2"), runner=runner)
+    adapter = sa.SlurmAccountAdapter(dataclasses.replace(WANT, name="bare2"), runner)
     state = await adapter.read()
     assert state.exists and state.organization == WANT.organization, "the marker we wrote (module docstring)"
     assert [(r.account, r.fairshare, r.description) for r in state.account_rows] == [("bare2", "1", WANT.description)]

@@ -143,6 +143,12 @@ class SlurmSettings(pydantic.BaseModel):
         "admission: a project must not nest itself under another project's account and share its limits.",
     )
 
+    def cluster_args(self) -> list[str]:
+        """The sacctmgr arguments that confine a command to the managed cluster: `["cluster=<name>"]`, or none when
+        no cluster is set (sacctmgr's defaults). Every sacctmgr command of the operator that names a cluster takes
+        it from here, so its reads and its writes cannot disagree on the cluster."""
+        return [f"cluster={self.cluster}"] if self.cluster else []
+
     @pydantic.field_validator("cluster")
     @classmethod
     def _cluster_name(cls, value: str | None) -> str | None:
@@ -646,7 +652,7 @@ class Sacctmgr:
 
     async def _read_accounts(self, names: Sequence[str]) -> dict[str, AccountRows]:
         """One `show account withassoc` of `names`; one `show assoc` of those it did not list."""
-        cluster = [f"cluster={self.settings.cluster}"] if self.settings.cluster else []
+        cluster = self.settings.cluster_args()
         shown = await self.run("show", "account", "withassoc", "where", f"name={','.join(names)}", *cluster,
                                f"format={_FORMAT}", write=False)  # fmt: skip
         try:
@@ -722,7 +728,7 @@ class Sacctmgr:
             path.write_text(text)
             async with self._slots.take(Priority.CREATE):
                 # Bounded by the usual timeout plus a second per account: a load's time grows with its size.
-                result = await self._run(["load", f"file={path}", f"cluster={cluster}"], write=True,
+                result = await self._run(["load", f"file={path}", *self.settings.cluster_args()], write=True,
                                          tolerate_nothing=False, check=False,
                                          timeout=self.settings.timeout_seconds + len(fresh))  # fmt: skip
         if result.returncode != 0:
@@ -804,22 +810,16 @@ class SlurmAccountAdapter:
     noun = "SlurmAccount"
     member_key = "scheduler"
 
-    def __init__(
-        self, settings: SlurmSettings, desired: DesiredSlurmAccount, *, runner: Sacctmgr | None = None
-    ) -> None:
-        self._s, self._d = settings, desired
-        self.sacctmgr = runner or Sacctmgr(settings)
+    def __init__(self, desired: DesiredSlurmAccount, runner: Sacctmgr) -> None:
+        """Settings (cluster, user prefix) are the runner's: the shared reads it makes name its cluster, and the
+        adapter filters their rows and writes on that same cluster (one runner per operator process, Sacctmgr)."""
+        self._d = desired
+        self.sacctmgr = runner
+        self._s = runner.settings
         self._state: AccountState | None = None
-        prefix = settings.user_prefix
+        prefix = self._s.user_prefix
         self._member_of = {u.removeprefix(prefix) if prefix else u: u for u in desired.users}
         """Member username (spec spelling) → Slurm user name."""
-
-    def _where(self, *conds: str) -> list[str]:
-        cluster = [f"cluster={self._s.cluster}"] if self._s.cluster else []
-        return ["where", *conds, *cluster]
-
-    def _on_cluster(self) -> list[str]:
-        return [f"cluster={self._s.cluster}"] if self._s.cluster else []
 
     async def read(self) -> AccountState:
         """The account as Slurm has it now (a read shared with the other accounts read meanwhile).
@@ -884,7 +884,7 @@ class SlurmAccountAdapter:
             await self._converge(state)
             return None
         settings = [f"{key.lower()}={value}" for key, value in account_settings(d)]
-        args = ["add", "account", d.name, *self._on_cluster(), f"parent={d.parent}", *settings]
+        args = ["add", "account", d.name, *self._s.cluster_args(), f"parent={d.parent}", *settings]
         result = await self.sacctmgr.run(*args, write=True, tolerate_nothing=True)
         if result.returncode == 0 and "adding account" in result.stdout.lower():
             # A new account with every setting given: only the users are left (saves a read, ~0.3 s).
@@ -910,7 +910,9 @@ class SlurmAccountAdapter:
             await self.sacctmgr.run(
                 "modify",
                 "account",
-                *self._where(f"name={self._d.name}"),
+                "where",
+                f"name={self._d.name}",
+                *self._s.cluster_args(),
                 "set",
                 *sets,
                 write=True,
@@ -923,7 +925,7 @@ class SlurmAccountAdapter:
                 "user",
                 ",".join(missing),
                 f"account={self._d.name}",
-                *self._on_cluster(),
+                *self._s.cluster_args(),
                 write=True,
                 tolerate_nothing=True,
             )
@@ -945,15 +947,16 @@ class SlurmAccountAdapter:
         if not defaulted:
             return
         assoc = await self.sacctmgr.run(
-            "show", "assoc", *self._where(f"user={','.join(defaulted)}"), "format=User,Account", write=False
-        )
+            "show", "assoc", "where", f"user={','.join(defaulted)}", *self._s.cluster_args(), "format=User,Account",
+            write=False,
+        )  # fmt: skip
         pairs = [line.split("|", 1) for line in assoc.stdout.splitlines() if line.count("|") == 1]
         for user in defaulted:
             others = sorted({acct for u, acct in pairs if u == user and acct and acct != self._d.name})
             if others:
                 await self.sacctmgr.run(
-                    "modify", "user", *self._where(f"name={user}"), "set", f"defaultaccount={others[0]}",
-                    write=True, tolerate_nothing=True,
+                    "modify", "user", "where", f"name={user}", *self._s.cluster_args(),
+                    "set", f"defaultaccount={others[0]}", write=True, tolerate_nothing=True,
                 )  # fmt: skip
 
     async def _remove_users(self, users: Sequence[str]) -> None:
@@ -967,7 +970,7 @@ class SlurmAccountAdapter:
             await self._move_default_accounts(users)
             for user in users:  # one by one: see the docstring
                 await self.sacctmgr.run(
-                    "delete", "user", *self._where(f"name={user}", f"account={self._d.name}"),
+                    "delete", "user", "where", f"name={user}", f"account={self._d.name}", *self._s.cluster_args(),
                     write=True, tolerate_nothing=True,
                 )  # fmt: skip
 
@@ -981,7 +984,9 @@ class SlurmAccountAdapter:
                 await self.sacctmgr.run(
                     "modify",
                     "account",
-                    *self._where(f"name={self._d.name}"),
+                    "where",
+                    f"name={self._d.name}",
+                    *self._s.cluster_args(),
                     "set",
                     "grpsubmitjobs=0",
                     "grpjobs=0",
@@ -991,8 +996,9 @@ class SlurmAccountAdapter:
             return DeleteOutcome.RETAINED
         if state.record:
             await self.sacctmgr.run(
-                "delete", "account", *self._where(f"name={self._d.name}"), write=True, tolerate_nothing=True
-            )
+                "delete", "account", "where", f"name={self._d.name}", *self._s.cluster_args(),
+                write=True, tolerate_nothing=True,
+            )  # fmt: skip
         if self._s.cluster:
             await self._delete_orphan_record()
         return DeleteOutcome.DELETED

@@ -308,7 +308,7 @@ async def collisions(
         roots.append(group)
     roots.append(s3_minio.BucketAdapter(backends.s3, project.bucket))
     if project.slurm is not None and backends.slurm is not None:
-        roots.append(slurm_accounts.SlurmAccountAdapter(backends.slurm.settings, project.slurm, runner=backends.slurm))
+        roots.append(slurm_accounts.SlurmAccountAdapter(project.slurm, backends.slurm))
     return await ownership.collisions(roots, project.owner)
 
 
@@ -319,7 +319,7 @@ def _scheduler(project: ProjectPlan, backends: Backends) -> list[Adapter]:
     if backends.slurm is None:
         message = "spec.compute.slurm is set but this enclave has no Slurm configured"
         return [unavailable.UnavailablePart(reasons.SCHEDULER_READY, "SlurmAccount", "scheduler", message)]
-    return [slurm_accounts.SlurmAccountAdapter(backends.slurm.settings, project.slurm, runner=backends.slurm)]
+    return [slurm_accounts.SlurmAccountAdapter(project.slurm, backends.slurm)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -325,6 +325,29 @@ async def test_a_bad_value_refuses_its_load_and_only_its_own_project(slurm: Slur
     assert {c.verb for c in runner.calls if c.write} >= {"add account"}, "added on their own after the refusal"
 
 
+async def test_reads_of_accounts_asked_for_at_once_share_sacctmgr_calls(slurm: SlurmEnv, account: str) -> None:
+    """Reconciles observing their accounts at once through one runner share `show account` calls (Sacctmgr
+    .show_account): fewer calls than readers, and each reader gets its own account's rows, present or absent.
+    One call per account costs ~0.3 s each behind the runner's concurrency bound (a rollout's resyncs)."""
+    present = [desired(f"{account}p{i:02d}", users=["alice", "bob", "carol"][: i % 3 + 1], fairshare=i + 1)
+               for i in range(6)]  # fmt: skip
+    absent = [desired(f"{account}a{i:02d}") for i in range(6)]
+    created = await _create_together(slurm, Sacctmgr(slurm.settings()), present)
+    assert all(outcome.condition.status == "True" for outcome in created), created
+    wants = [want for pair in zip(present, absent, strict=True) for want in pair]  # present and absent mixed
+    runner = Sacctmgr(slurm.settings())
+    seen = await asyncio.gather(*(SlurmAccountAdapter(want, runner).observe() for want in wants))
+    shows = [call.verb for call in runner.calls if call.verb == "show account"]
+    assert 0 < len(shows) < len(wants), f"{len(shows)} `show account` calls for {len(wants)} readers"
+    assert runner.writes == 0, "observing writes nothing"
+    for want, observation in zip(wants, seen, strict=True):
+        if want.name in {p.name for p in present}:  # fairshare and users differ: another's rows are not up to date
+            assert observation.exists and observation.up_to_date, (want.name, observation.diff)
+            assert observation.members == dict.fromkeys(want.users, ASSOCIATED), want.name
+        else:
+            assert not observation.exists, want.name
+
+
 async def _create_together(slurm: SlurmEnv, runner: Sacctmgr, wants: Sequence[DesiredSlurmAccount]) -> list[Any]:
     return await asyncio.gather(*(reconcile_part(SlurmAccountAdapter(want, runner),
                                                  ListRecorder()) for want in wants))  # fmt: skip

@@ -35,7 +35,7 @@ from enclave_operator.backends.errors import BackendError
 from enclave_operator.backoff import doubling
 from enclave_operator.engine import status as status_io
 from enclave_operator.engine.events import KubeRecorder
-from enclave_operator.engine.resync import Key, PeeringGate, Retry
+from enclave_operator.engine.workqueue import Key, PeeringGate, Retry, Work
 from enclave_operator.priority import Priority
 from enclave_operator.reconcilers import (
     approval,
@@ -210,29 +210,36 @@ def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None
     settings.admission.managed = None  # the deployment owns the configurations (module docstring)
 
 
-Reconcile = Callable[..., Awaitable[None]]
-"""A kind's reconcile: (scheduled body, memo, retry=0, priority=EDIT); raises kopf.TemporaryError to be retried."""
+Reconcile = Callable[[Key, kopf.Memo], Awaitable[None]]
+"""A kind's reconcile of one object, in a reconcile slot its caller holds; raises Retry when it did not converge."""
 
 
-def as_resync(reconcile: Reconcile, memo: kopf.Memo) -> Callable[[Key], Awaitable[None]]:
-    """`reconcile` as the resync of an object, not a kopf timer (engine/resync.py: when, how fast, only in the
-    active process). It gets a body with just the name and uid: a reconcile reads the object afresh under its lock.
-    Its TemporaryError becomes the resync loop's Retry."""
+def enqueue(kind: str) -> Callable[..., Awaitable[None]]:
+    """kopf's create, update and resume handler of `kind`: it puts the object in the work queue and returns; the
+    queue runs the reconcile (engine/workqueue.py), so that an object waiting for a slot costs a key, not a kopf
+    handler. An update is an edit, which goes first; a creation or a resume after a restart comes next."""
 
-    async def resync(key: Key) -> None:
-        try:
-            await reconcile(kopf.Body({"metadata": {"name": key.name, "uid": key.uid}}), memo,
-                            priority=Priority.RESYNC)  # fmt: skip
-        except kopf.TemporaryError as error:
-            raise Retry(float(error.delay or memo.runtime.settings.intervals.retry_seconds)) from None
+    async def handler(body: kopf.Body, memo: kopf.Memo, reason: kopf.Reason, **_: Any) -> None:
+        meta = body["metadata"]
+        priority = Priority.EDIT if reason == kopf.Reason.UPDATE else Priority.CREATE
+        memo.runtime.queue.add(Key(kind, meta["name"], meta["uid"]), priority)
 
-    return resync
+    return handler
+
+
+def queued(reconcile: Reconcile, memo: kopf.Memo) -> Work:
+    """`reconcile` as the work queue runs it (in the slot the queue took for it)."""
+
+    async def work(key: Key, priority: Priority) -> None:
+        await reconcile(key, memo)
+
+    return work
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     """Register every handler in `registry`."""
-    resynced: dict[str, Reconcile] = {}
-    """Per kind, the reconcile that is also its resync (engine/resync.py schedules them)."""
+    reconciles: dict[str, Reconcile] = {}
+    """Per kind, the reconcile the work queue runs (engine/workqueue.py)."""
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -262,8 +269,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         peering = None if settings.peering.standalone else settings.peering.name
         gate = PeeringGate(None if peering is None else lambda: status_io.read_peering(runtime.backends.kube, peering),
                            settings.peering.priority)  # fmt: skip
-        resyncs = {kind: as_resync(reconcile, memo) for kind, reconcile in resynced.items()}
-        runtime.tasks.append(asyncio.create_task(runtime.resyncs.run(resyncs, gate, config.throttle.reconciles)))
+        work = {kind: queued(reconcile, memo) for kind, reconcile in reconciles.items()}
+        runtime.tasks.append(asyncio.create_task(runtime.queue.run(work, gate, runtime.slots)))
 
     def requester(userinfo: dict[str, Any], runtime: Runtime) -> admission.Requester:
         username = str(userinfo.get("username", ""))
@@ -276,20 +283,15 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         if runtime is not None:
             await runtime.close()
 
-    async def _reconcile(
-        scheduled: kopf.Body, memo: kopf.Memo, retry: int = 0, priority: Priority = Priority.EDIT
-    ) -> None:
+    async def _reconcile(key: Key, memo: kopf.Memo) -> None:
         runtime: Runtime = memo.runtime
-        uid = scheduled["metadata"]["uid"]
-        # The slot before the lock: a resync waiting for a slot must not hold the lock an edit of the object needs.
-        # The body is read again under the lock: the one kopf scheduled may be stale by now.
-        async with runtime.slots.take(priority), runtime.locks[uid], observed(PROJECT_KIND.kind) as outcome:
-            key = Key(PROJECT_KIND.kind, scheduled["metadata"]["name"], uid)
-            body = await status_io.read_project(runtime.backends.kube, key.name, uid)
+        # The body is read afresh under the lock: the object may have changed since it was queued.
+        async with runtime.locks[key.uid], observed(PROJECT_KIND.kind) as outcome:
+            body = await status_io.read_project(runtime.backends.kube, key.name, key.uid)
             if body is None or body["metadata"].get("deletionTimestamp"):
-                # Gone meanwhile, or being deleted: the delete handler owns it (a resync that waited for the lock
+                # Gone meanwhile, or being deleted: the delete handler owns it (a reconcile that waited for the lock
                 # behind it must not provision again what it has just removed).
-                runtime.resyncs.forget(key)
+                runtime.queue.forget(key)
                 return
             meta = body["metadata"]
             recorder = KubeRecorder(runtime.backends.kube, body)
@@ -314,19 +316,17 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             if result.changed:
                 await status_io.write_project_status(runtime.backends.kube, meta["name"], result.status)
             metrics.OBJECTS.observe(PROJECT_KIND.kind, meta["uid"], result.status)
-            runtime.resyncs.reconciled(key)
+            runtime.queue.reconciled(key)
             outcome["result"] = "retry" if result.retry else "ok"
-        if result.retry:
-            raise kopf.TemporaryError(result.message, delay=backoff(runtime.settings.intervals, retry))
+        if result.retry:  # why is in the status; the queue tries again, doubling the delay
+            raise Retry(runtime.settings.intervals.retry_seconds)
 
-    @kopf.on.resume(*PROJECTS, registry=registry, id="reconcile")
-    @kopf.on.create(*PROJECTS, registry=registry, id="reconcile")
-    @kopf.on.update(*PROJECTS, registry=registry, id="reconcile")
-    async def reconcile_project(body: kopf.Body, memo: kopf.Memo, retry: int, reason: kopf.Reason, **_: Any) -> None:
-        await _reconcile(body, memo, retry, Priority.EDIT if reason == kopf.Reason.UPDATE else Priority.CREATE)
-
-    # Re-observe every backend; repairs drift, writes nothing when nothing changed (when: engine/resync.py).
-    resynced[PROJECT_KIND.kind] = _reconcile
+    handler = enqueue(PROJECT_KIND.kind)
+    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        on(*PROJECTS, registry=registry, id="reconcile")(handler)
+    # The queue re-observes every backend after each resync interval: repairs drift, writes nothing when nothing
+    # changed.
+    reconciles[PROJECT_KIND.kind] = _reconcile
 
     def mutate(kind: Literal["ResearchProject", "DataIngest", "GpuReservation"], operation: str,
                userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None, body: kopf.Body,
@@ -498,7 +498,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             # Back off like every other failure (issue 8.2): a deletion Slurm refuses must not retry every few seconds.
             raise kopf.TemporaryError(outcome.message, delay=backoff(runtime.settings.intervals, retry))
         metrics.OBJECTS.forget(PROJECT_KIND.kind, meta["uid"])
-        runtime.resyncs.forget(Key(PROJECT_KIND.kind, meta["name"], meta["uid"]))
+        runtime.queue.forget(Key(PROJECT_KIND.kind, meta["name"], meta["uid"]))
         runtime.locks.pop(meta["uid"], None)
 
     # --- GPU bookings ---------------------------------------------------------------------------------
@@ -539,10 +539,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         except BackendError as error:
             logger.warning("cannot reconcile project %s after a booking changed: %s", project.name, error)
             return
+        key = Key(PROJECT_KIND.kind, project.name, str(found.metadata.uid))
         try:
-            await _reconcile(kopf.Body(found.to_dict()), memo)
-        except kopf.TemporaryError as error:
-            logger.info("project %s not converged yet after a booking changed: %s", project.name, error)
+            async with runtime.slots.take(Priority.EDIT):
+                await _reconcile(key, memo)
+        except Retry as retry:  # not converged yet: the queue tries again
+            runtime.queue.add(key, Priority.CREATE, delay=retry.delay)
 
     @kopf.daemon(*RESERVATIONS, registry=registry, id="clock", when=booking_running, cancellation_timeout=5.0)
     async def booking_clock(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -629,7 +631,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         finally:
             metrics.ADMISSION_SECONDS.labels(kind=GPU_KIND.kind).observe(time.perf_counter() - start)
 
-    _register_nodes(registry, config, resynced)
+    _register_nodes(registry, config, reconciles)
 
 
 def _node_busy(status: dict[str, Any] | None, **_: Any) -> bool:
@@ -639,20 +641,20 @@ def _node_busy(status: dict[str, Any] | None, **_: Any) -> bool:
         "Running", "Waiting")
 
 
-def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings, resynced: dict[str, Reconcile]) -> None:
+def _register_nodes(
+    registry: kopf.OperatorRegistry, config: OperatorSettings, reconciles: dict[str, Reconcile]
+) -> None:
     """FederatedNode: reconcile (create, update, resume, resync, while busy), probes, retirement, admission.
 
     Every handler of one node holds the node's lock and starts from a fresh read of it: the probe timer and the
     reconcile both write status, and neither may write back what the other has just changed."""
 
-    async def _reconcile(body: kopf.Body, memo: kopf.Memo, retry: int = 0, priority: Priority = Priority.EDIT) -> None:
+    async def _reconcile(key: Key, memo: kopf.Memo) -> None:
         runtime: Runtime = memo.runtime
-        meta = body["metadata"]
-        async with runtime.slots.take(priority), runtime.locks[meta["uid"]], observed(NODE_KIND.kind) as outcome:
-            fresh = await status_io.read_node(runtime.backends.kube, meta["name"])
-            key = Key(NODE_KIND.kind, meta["name"], meta["uid"])
+        async with runtime.locks[key.uid], observed(NODE_KIND.kind) as outcome:
+            fresh = await status_io.read_node(runtime.backends.kube, key.name)
             if fresh is None or fresh["metadata"].get("deletionTimestamp") or fresh["metadata"].get("uid") != key.uid:
-                runtime.resyncs.forget(key)
+                runtime.queue.forget(key)
                 return
             recorder = KubeRecorder(runtime.backends.kube, fresh)
             result = await federated_node.reconcile(
@@ -661,27 +663,28 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings, r
             )  # fmt: skip
             await recorder.flush()
             if result.changed:
-                await status_io.write_node_status(runtime.backends.kube, meta["name"], fresh.get("status") or {},
+                await status_io.write_node_status(runtime.backends.kube, key.name, fresh.get("status") or {},
                                                   result.status)  # fmt: skip
-            runtime.resyncs.reconciled(key)
+            runtime.queue.reconciled(key)
             outcome["result"] = "retry" if result.retry else "ok"
-        if result.retry:
-            raise kopf.TemporaryError(result.message, delay=backoff(runtime.settings.intervals, retry))
+        if result.retry:  # why is in the status; the queue tries again, doubling the delay
+            raise Retry(runtime.settings.intervals.retry_seconds)
 
-    @kopf.on.resume(*NODES, registry=registry, id="reconcile")
-    @kopf.on.create(*NODES, registry=registry, id="reconcile")
-    @kopf.on.update(*NODES, registry=registry, id="reconcile")
-    async def reconcile_node(body: kopf.Body, memo: kopf.Memo, retry: int, reason: kopf.Reason, **_: Any) -> None:
-        await _reconcile(body, memo, retry, Priority.EDIT if reason == kopf.Reason.UPDATE else Priority.CREATE)
+    handler = enqueue(NODE_KIND.kind)
+    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        on(*NODES, registry=registry, id="reconcile")(handler)
+    # After each resync interval: re-observe every part, re-evaluate compliance (dates, Node objects), start a
+    # backup that is due.
+    reconciles[NODE_KIND.kind] = _reconcile
 
-    # Re-observe every part, re-evaluate compliance (dates, Node objects), start a backup that is due.
-    resynced[NODE_KIND.kind] = _reconcile
+    def node_key(body: kopf.Body) -> Key:
+        return Key(NODE_KIND.kind, body["metadata"]["name"], body["metadata"]["uid"])
 
     @kopf.timer(*NODES, registry=registry, id="backups", interval=config.federation.backup_poll_seconds,
                 initial_delay=config.federation.backup_poll_seconds, when=_node_busy)  # fmt: skip
     async def follow_backups(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """Follow a running backup or drill Job to its report."""
-        await _reconcile(body, memo, priority=Priority.CREATE)
+        memo.runtime.queue.add(node_key(body), Priority.CREATE)
 
     @kopf.timer(*NODES, registry=registry, id="probe", interval=config.federation.probe_seconds)
     async def probe_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -707,7 +710,7 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings, r
                                               {**(fresh.get("status") or {}), **patch})  # fmt: skip
         before = federated_node.probe_facts((fresh.get("status") or {}).get("reachability"))
         if federated_node.probe_facts(patch["reachability"]) != before:
-            await _reconcile(body, memo, priority=Priority.CREATE)  # the firewall requirement reads the probes
+            runtime.queue.add(node_key(body), Priority.CREATE)  # the firewall requirement reads the probes
 
     @kopf.on.delete(*NODES, registry=registry, id="finalize")
     async def delete_node(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -722,7 +725,7 @@ def _register_nodes(registry: kopf.OperatorRegistry, config: OperatorSettings, r
             await recorder.flush()
         if not outcome.done:
             raise kopf.TemporaryError(outcome.message, delay=runtime.settings.intervals.retry_seconds)
-        runtime.resyncs.forget(Key(NODE_KIND.kind, meta["name"], meta["uid"]))
+        runtime.queue.forget(node_key(body))
         runtime.locks.pop(meta["uid"], None)
 
     @kopf.on.validate(*NODES, registry=registry, id="node-policy", operations=["CREATE", "UPDATE"])

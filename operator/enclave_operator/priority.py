@@ -22,7 +22,7 @@ import dataclasses
 import enum
 import heapq
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 
 class Priority(enum.IntEnum):
@@ -78,6 +78,7 @@ class Slots:
         self._free = size
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._arrival = itertools.count()
+        self._listener: Callable[[], None] | None = None
 
     @property
     def waiting(self) -> int:
@@ -92,15 +93,22 @@ class Slots:
             heapq.heappop(self._waiting)
         return self._waiting[0][0] if self._waiting else None
 
+    def try_take(self, priority: Priority) -> bool:
+        """Take a slot for `priority` if one is free for it and no one more urgent (or as urgent, earlier) waits;
+        the caller then runs its work in `holding(priority)`. For a queue that must not wait for a slot for one
+        item while a more urgent one could start (engine/workqueue.py)."""
+        first = self._first_waiting()
+        if self._may_take(priority) and (first is None or first > priority):
+            self._free -= 1
+            return True
+        return False
+
     @contextlib.asynccontextmanager
     async def take(self, priority: Priority | None = None) -> AsyncIterator[None]:
         """Hold one slot for the body; wait for one, by priority (default: the `current` one), when all are taken
         (or all but the reserved ones, for other work than EDIT). The body runs with `priority` as the current one."""
         priority = current.get() if priority is None else priority
-        first = self._first_waiting()
-        if self._may_take(priority) and (first is None or first > priority):
-            self._free -= 1
-        else:
+        if not self.try_take(priority):
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             heapq.heappush(self._waiting, (int(priority), next(self._arrival), future))
             try:
@@ -109,6 +117,13 @@ class Slots:
                 if future.done() and not future.cancelled():
                     self._release()  # handed a slot just as we were cancelled: pass it on
                 raise
+        with self.holding(priority):
+            yield
+
+    @contextlib.contextmanager
+    def holding(self, priority: Priority) -> Iterator[None]:
+        """The body runs in a slot already taken (`try_take`, or `take`'s wait), at `priority`; the slot is given
+        back at its end (unless the body gave it back early: `give_back_slot`)."""
         token, held = current.set(priority), _Held(self)
         held_token = _held.set(held)
         try:
@@ -119,9 +134,15 @@ class Slots:
             if not held.given_back:
                 self._release()
 
+    def on_release(self, listener: Callable[[], None] | None) -> None:
+        """Call `listener` whenever a slot is given back and none of the waiters took it (None: no more)."""
+        self._listener = listener
+
     def _release(self) -> None:
         self._free += 1
         while (first := self._first_waiting()) is not None and self._may_take(first):
             _, _, future = heapq.heappop(self._waiting)
             self._free -= 1
             future.set_result(None)  # the slot goes straight to the next waiter
+        if self._listener is not None and self._free > 0:
+            self._listener()

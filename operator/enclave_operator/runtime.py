@@ -19,7 +19,7 @@ from enclave_operator.backends import (
     slurm_reservations,
     throttle,
 )
-from enclave_operator.engine.resync import Resyncs
+from enclave_operator.engine.workqueue import WorkQueue
 from enclave_operator.federation import profiles
 from enclave_operator.federation.profiles import Profiles
 from enclave_operator.priority import Slots
@@ -63,6 +63,12 @@ def identity_client(settings: OperatorSettings) -> identity.IdentityClient | Non
     return identity_ldap.LdapClient(settings.identity.ldap)
 
 
+def work_queue(settings: OperatorSettings) -> WorkQueue:
+    intervals = settings.intervals
+    return WorkQueue(intervals.resync_seconds, intervals.resync_jitter, intervals.resyncs_per_second,
+                     intervals.retry_seconds)  # fmt: skip
+
+
 @dataclasses.dataclass
 class Runtime:
     settings: OperatorSettings
@@ -83,8 +89,8 @@ class Runtime:
     """GPU bookings, projects and GPU nodes in memory (webhook, booking controller, project quota)."""
     scontrol: slurm_accounts.Sacctmgr | None = None
     """scontrol runner (GPU reservations, Slurm node capacity); None without Slurm."""
-    resyncs: Resyncs = dataclasses.field(default_factory=lambda: Resyncs(300.0, 0.1, 20.0))
-    """When each project and federated node is re-observed next (settings.intervals)."""
+    queue: WorkQueue = dataclasses.field(default_factory=lambda: WorkQueue(300.0, 0.1, 20.0))
+    """The projects and federated nodes to reconcile, now or later (settings.intervals)."""
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     """Background loops (Slurm capacity), cancelled at cleanup."""
 
@@ -112,8 +118,7 @@ class Runtime:
         slots = Slots(limits.reconciles, reserved=limits.reserved_for_edits)
         return cls(settings, backends, signer=signer, profiles=profiles.load(settings.federation.profile_dirs),
                    slots=slots, ledger=Ledger(signer), scontrol=scontrol,
-                   resyncs=Resyncs(settings.intervals.resync_seconds, settings.intervals.resync_jitter,
-                                   settings.intervals.resyncs_per_second))  # fmt: skip
+                   queue=work_queue(settings))  # fmt: skip
 
     async def close(self) -> None:
         for task in self.tasks:

@@ -28,7 +28,7 @@ DataIngestResource = create_namespaced_resource(GROUP, VERSION, INGEST_KIND.kind
 GpuReservationResource = create_namespaced_resource(GROUP, VERSION, GPU_KIND.kind, GPU_KIND.plural)
 FederatedNodeResource = create_global_resource(GROUP, VERSION, NODE_KIND.kind, NODE_KIND.plural)
 PeeringResource = create_global_resource("kopf.dev", "v1", "ClusterKopfPeering", "clusterkopfpeerings")
-"""kopf's peering object (manifests/peering): which operator process is the active one (engine/resync.py)."""
+"""kopf's peering object (manifests/peering): which operator process is the active one (engine/workqueue.py)."""
 
 
 async def write_project_status(client: AsyncClient, name: str, status: Mapping[str, Any]) -> None:

@@ -1,5 +1,6 @@
-"""Issue 12: resyncs are not kopf timers, so the resync loop asks kopf's peering object itself whether this process
-is the active one (engine/resync.py). Against the real API server with kopf's peering CRD: the status as kopf's
+"""Issue 12: reconciles of projects and nodes are not kopf handlers, so the work queue asks kopf's peering object
+itself whether this process is the active one (engine/workqueue.py).
+Against the real API server with kopf's peering CRD: the status as kopf's
 keep-alives write it, read through the operator's own client."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.types import PatchType
 
 from enclave_operator.engine import status as status_io
-from enclave_operator.engine.resync import PeeringGate
+from enclave_operator.engine.workqueue import PeeringGate
 from localenv.webhooks import install_peering
 from support.cluster import Cluster
 
@@ -49,7 +50,7 @@ async def decide(kube: AsyncClient, name: str) -> bool:
     return await PeeringGate(lambda: status_io.read_peering(kube, name), ME)()
 
 
-async def test_only_the_oldest_live_process_resyncs(kube: AsyncClient, peering: str) -> None:
+async def test_only_the_oldest_live_process_reconciles(kube: AsyncClient, peering: str) -> None:
     await announce(kube, peering, {"me": seen(1, ME)})
     assert await decide(kube, peering) is True
     await announce(kube, peering, {"younger": seen(1, YOUNGER)})
@@ -60,6 +61,6 @@ async def test_only_the_oldest_live_process_resyncs(kube: AsyncClient, peering: 
     assert await decide(kube, peering) is True, "an older process that stopped answering is not"
 
 
-async def test_without_the_peering_object_nothing_resyncs(crds: Cluster, kube: AsyncClient) -> None:
+async def test_without_the_peering_object_nothing_is_reconciled(crds: Cluster, kube: AsyncClient) -> None:
     install_peering(crds.kubeconfig)
     assert await decide(kube, f"missing-{secrets.token_hex(3)}") is False

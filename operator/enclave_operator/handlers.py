@@ -265,6 +265,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             await gpu_bookings.refresh_slurm(runtime.ledger, runtime.scontrol, config.gpu)
             runtime.tasks.append(asyncio.create_task(poll_slurm_capacity(runtime)))
         metrics.GPU.source = lambda: gpu_bookings.figures(runtime.ledger, config.gpu, now())
+        metrics.QUEUE.source = runtime.queue.figures
         runtime.tasks.append(asyncio.create_task(memory.trim_periodically()))
         peering = None if settings.peering.standalone else settings.peering.name
         gate = PeeringGate(None if peering is None else lambda: status_io.read_peering(runtime.backends.kube, peering),

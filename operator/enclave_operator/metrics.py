@@ -60,6 +60,25 @@ class GpuCollector(Collector):
 GPU = GpuCollector()
 REGISTRY.register(GPU)
 
+
+class QueueCollector(Collector):
+    """The work queue's keys by state (engine/workqueue.py), counted at each scrape: how far behind the operator is."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[str, int]] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        metric = GaugeMetricFamily(
+            "enclave_work_queue_keys", "Projects and federated nodes in the work queue: due (waiting for a reconcile "
+            "slot), later (next resync or retry), running", labels=["state"])  # fmt: skip
+        for state, count in sorted((self.source() if self.source is not None else {}).items()):
+            metric.add_metric([state], count)
+        yield metric
+
+
+QUEUE = QueueCollector()
+REGISTRY.register(QUEUE)
+
 # FederatedNodes (one series per node; removed when the node is retired).
 NODE_CONDITION = Gauge("enclave_federated_node_condition", "1 when the node's condition is True (Compliant, "
                        "LegallyCleared, Reachable, BackupCurrent)", ["node", "condition"])  # fmt: skip

@@ -1,9 +1,10 @@
 """A bounded number of reconciles at once, handed out by priority (then in arrival order).
 
-kopf starts a handler for every object that has something to do: thousands at once after a large
-`kubectl apply` or a restart. Run all of them together and every backend call waits behind thousands
-of others, so a single edit takes minutes. The handlers take a slot first (`Slots.take`): at most
-`size` reconciles run, and a waiting edit goes before waiting creations, which go before resyncs.
+Thousands of objects have something to do at once after a large `kubectl apply` or a restart. Run all of
+them together and every backend call waits behind thousands of others, so a single edit takes minutes. A
+reconcile runs in a slot (the work queue takes one with `try_take` for the most urgent key it holds,
+engine/workqueue.py; other work waits for one with `Slots.take`): at most `size` reconciles run, and a waiting
+edit goes before waiting creations, which go before resyncs.
 
 A reconcile's priority goes with it (`current`) into the calls it makes, so that a backend that takes one call at
 a time (sacctmgr writes: slurmdbd serialises them) serves a waiting edit's call before waiting creations' calls

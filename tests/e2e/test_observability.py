@@ -126,6 +126,7 @@ def test_the_check_itself_catches_a_misspelled_metric_and_label(scraped: dict[st
 def test_object_state_gauges_are_exported_for_every_state(scraped: dict[str, set[str]]) -> None:
     assert {"kind", "state"} <= scraped["enclave_objects"]
     assert {"kind", "type", "status", "reason"} <= scraped["enclave_conditions"]
+    assert {"state"} <= scraped["enclave_work_queue_keys"]
 
 
 def test_dashboard_is_valid_grafana_json() -> None:

@@ -73,6 +73,17 @@ def test_a_key_waits_once_at_its_earliest_time_and_most_urgent_priority() -> Non
     assert work.pop_due() == A and work.pop_due() is None
 
 
+def test_figures_count_keys_due_now_due_later_and_running() -> None:
+    clock = Clock()
+    work = queue(clock)
+    work.add(A, CREATE)
+    work.add(B, EDIT)
+    work.schedule(C, 30)
+    assert work.figures() == {"due": 2, "later": 1, "running": 0}
+    clock.now += 31
+    assert work.figures() == {"due": 3, "later": 0, "running": 0}
+
+
 def test_rescheduling_many_times_keeps_the_heaps_bounded() -> None:
     clock = Clock()
     work = queue(clock)

@@ -113,6 +113,12 @@ class WorkQueue:
     def running(self) -> int:
         return len(self._running)
 
+    def figures(self) -> dict[str, int]:
+        """Keys due now (waiting for a slot), due later, and being reconciled (metrics: enclave_work_queue_keys)."""
+        now = self._clock()
+        due = sum(1 for entry in self._entries.values() if entry.due <= now)
+        return {"due": due, "later": len(self._entries) - due, "running": len(self._running)}
+
     def due_at(self, key: Key) -> float | None:
         entry = self._entries.get(key)
         return None if entry is None else entry.due
@@ -253,7 +259,7 @@ class WorkQueue:
                         continue
                     # No slot for this priority now: wait for one to free or for something more urgent.
                 if timeout != 0.0:
-                    # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancellation that comes as the event is set.
+                    # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancellation that comes with the event.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(timeout):
                             await self._changed.wait()

@@ -114,10 +114,14 @@ class WorkQueue:
         return len(self._running)
 
     def figures(self) -> dict[str, int]:
-        """Keys due now (waiting for a slot), due later, and being reconciled (metrics: enclave_work_queue_keys)."""
+        """Keys due now (waiting for a slot), due later, and being reconciled (metrics: enclave_work_queue_keys).
+
+        Called from the metrics server's thread while the event loop changes the queue: it iterates a copy, taken in
+        one C call (`list` of a dict view runs no Python code, so no other thread runs during it)."""
         now = self._clock()
-        due = sum(1 for entry in self._entries.values() if entry.due <= now)
-        return {"due": due, "later": len(self._entries) - due, "running": len(self._running)}
+        entries = list(self._entries.values())
+        due = sum(1 for entry in entries if entry.due <= now)
+        return {"due": due, "later": len(entries) - due, "running": len(self._running)}
 
     def due_at(self, key: Key) -> float | None:
         entry = self._entries.get(key)

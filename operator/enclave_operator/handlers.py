@@ -214,17 +214,21 @@ Reconcile = Callable[[Key, kopf.Memo], Awaitable[None]]
 """A kind's reconcile of one object, in a reconcile slot its caller holds; raises Retry when it did not converge."""
 
 
-def enqueue(kind: str) -> Callable[..., Awaitable[None]]:
-    """kopf's create, update and resume handler of `kind`: it puts the object in the work queue and returns; the
-    queue runs the reconcile (engine/workqueue.py), so that an object waiting for a slot costs a key, not a kopf
-    handler. An update is an edit, which goes first; a creation or a resume after a restart comes next."""
+def reconcile_in_queue(registry: kopf.OperatorRegistry, resource: tuple[str, str, str], kind: str,
+                       reconcile: Reconcile, reconciles: dict[str, Reconcile]) -> None:  # fmt: skip
+    """Objects of `kind` are reconciled by the work queue (engine/workqueue.py) with `reconcile`, on creation,
+    update and resume (kopf's handler only puts the key in the queue and returns, so that an object waiting for a
+    slot costs a key, not a kopf handler) and at every resync after. An update is an edit, which goes first; a
+    creation or a resume after a restart comes next."""
 
-    async def handler(body: kopf.Body, memo: kopf.Memo, reason: kopf.Reason, **_: Any) -> None:
+    async def enqueue(body: kopf.Body, memo: kopf.Memo, reason: kopf.Reason, **_: Any) -> None:
         meta = body["metadata"]
         priority = Priority.EDIT if reason == kopf.Reason.UPDATE else Priority.CREATE
         memo.runtime.queue.add(Key(kind, meta["name"], meta["uid"]), priority)
 
-    return handler
+    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        on(*resource, registry=registry, id="reconcile")(enqueue)
+    reconciles[kind] = reconcile
 
 
 def queued(reconcile: Reconcile, memo: kopf.Memo) -> Work:
@@ -322,12 +326,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         if result.retry:  # why is in the status; the queue tries again, doubling the delay
             raise Retry(runtime.settings.intervals.retry_seconds)
 
-    handler = enqueue(PROJECT_KIND.kind)
-    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
-        on(*PROJECTS, registry=registry, id="reconcile")(handler)
-    # The queue re-observes every backend after each resync interval: repairs drift, writes nothing when nothing
-    # changed.
-    reconciles[PROJECT_KIND.kind] = _reconcile
+    # A resync re-observes every backend: repairs drift, writes nothing when nothing changed.
+    reconcile_in_queue(registry, PROJECTS, PROJECT_KIND.kind, _reconcile, reconciles)
 
     def mutate(kind: Literal["ResearchProject", "DataIngest", "GpuReservation"], operation: str,
                userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None, body: kopf.Body,
@@ -671,12 +671,8 @@ def _register_nodes(
         if result.retry:  # why is in the status; the queue tries again, doubling the delay
             raise Retry(runtime.settings.intervals.retry_seconds)
 
-    handler = enqueue(NODE_KIND.kind)
-    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
-        on(*NODES, registry=registry, id="reconcile")(handler)
-    # After each resync interval: re-observe every part, re-evaluate compliance (dates, Node objects), start a
-    # backup that is due.
-    reconciles[NODE_KIND.kind] = _reconcile
+    # A resync re-observes every part, re-evaluates compliance (dates, Node objects), starts a backup that is due.
+    reconcile_in_queue(registry, NODES, NODE_KIND.kind, _reconcile, reconciles)
 
     def node_key(body: kopf.Body) -> Key:
         return Key(NODE_KIND.kind, body["metadata"]["name"], body["metadata"]["uid"])

@@ -5,8 +5,10 @@ rule for whether this process may reconcile at all."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -164,17 +166,21 @@ class Loop:
         await asyncio.sleep(0)  # reconciles started before this sleep begin before the clock moves
         self.clock.now += seconds
 
-    def start(self) -> asyncio.Task[None]:
-        return asyncio.create_task(self.work.run({"ResearchProject": self.reconcile}, self.is_active, self.slots,
+    @contextlib.asynccontextmanager
+    async def running_loop(self) -> AsyncIterator[None]:
+        """The queue's loop runs during the body; then held reconciles go on and the loop is cancelled."""
+        task = asyncio.create_task(self.work.run({"ResearchProject": self.reconcile}, self.is_active, self.slots,
                                                  sleep=self.sleep))  # fmt: skip
-
-    async def until(self, done: Any, most: float = 5.0) -> None:
-        task = self.start()
         try:
-            await wait_for(done, most)
+            yield
         finally:
+            self.hold.set()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    async def until(self, done: Any, most: float = 5.0) -> None:
+        async with self.running_loop():
+            await wait_for(done, most)
 
     def keys(self) -> list[Key]:
         return [key for key, _, _ in self.started]
@@ -217,8 +223,7 @@ async def test_the_most_urgent_waiting_key_gets_the_next_slot() -> None:
     loop = Loop(work, clock, slots=1)
     loop.hold.clear()
     work.add(A, CREATE)
-    task = loop.start()
-    try:
+    async with loop.running_loop():
         await wait_for(lambda: loop.keys() == [A])
         work.schedule(B, 0)  # a resync due now, then an edit: the edit goes first when A's slot is free
         work.add(C, EDIT)
@@ -228,9 +233,6 @@ async def test_the_most_urgent_waiting_key_gets_the_next_slot() -> None:
         await wait_for(lambda: len(loop.started) == 3)
         assert loop.keys() == [A, C, B]
         assert [p for _, _, p in loop.started] == [CREATE, EDIT, RESYNC], "each runs at its own priority"
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_an_edit_starts_in_a_kept_slot_while_creations_wait_for_the_others() -> None:
@@ -241,16 +243,11 @@ async def test_an_edit_starts_in_a_kept_slot_while_creations_wait_for_the_others
         work.add(key, CREATE)
     loop = Loop(work, clock, slots=3, reserved=1)
     loop.hold.clear()
-    task = loop.start()
-    try:
+    async with loop.running_loop():
         await wait_for(lambda: len(loop.started) == 2)
         work.add(A, EDIT)
         await wait_for(lambda: A in loop.running)
         assert len(loop.started) == 3, "no creation took the kept slot"
-    finally:
-        loop.hold.set()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_an_event_during_a_reconcile_runs_it_once_more_after_and_never_twice_at_once() -> None:
@@ -259,8 +256,7 @@ async def test_an_event_during_a_reconcile_runs_it_once_more_after_and_never_twi
     loop = Loop(work, clock, slots=4)
     loop.hold.clear()
     work.add(A, CREATE)
-    task = loop.start()
-    try:
+    async with loop.running_loop():
         await wait_for(lambda: A in loop.running)
         for _ in range(3):
             work.add(A, EDIT)  # e.g. three edits while the creation runs: its read may predate them
@@ -272,9 +268,6 @@ async def test_an_event_during_a_reconcile_runs_it_once_more_after_and_never_twi
         await asyncio.sleep(0.05)
         assert len(loop.started) == 2, "three events, one more reconcile"
         assert work.priority_of(A) == RESYNC and work.due_at(A) == pytest.approx(clock.now + 315)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_an_object_forgotten_during_its_reconcile_is_not_resynced() -> None:

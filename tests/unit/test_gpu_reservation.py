@@ -4,6 +4,7 @@ approval above limits, cancellation, capacity at risk, eviction choice, placemen
 from __future__ import annotations
 
 import datetime
+import threading
 from typing import Any
 
 import pytest
@@ -264,6 +265,35 @@ def test_pods_to_evict(pods: list[tuple], allowed: list[str], quota: int, evicte
         for n, node, g, t in pods]  # fmt: skip
     nodes = {"n-a100": "A100", "n-t4": "T4"}
     assert gpu_reservation.pods_to_evict(raw, nodes, allowed, "A100", quota, "nvidia.com/gpu") == evicted, why
+
+
+def test_the_gauges_can_be_read_from_another_thread_while_nodes_change() -> None:
+    """The metrics server computes the GPU gauges in its own thread (as the work queue's: engine/workqueue.py)."""
+    book = ledger()
+    nodes = [gpu_bookings.NodeView(f"n{i}", "A100", 8, True, False) for i in range(2, 2000)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            try:
+                gpu_bookings.figures(book, SETTINGS.gpu, NOW)
+            except Exception as error:  # noqa: BLE001 - what the test looks for
+                errors.append(error)
+                return
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        for _ in range(10):
+            for node in nodes:
+                book.put_node(node, SETTINGS.gpu)
+            for node in nodes:
+                book.drop_node(node.name, SETTINGS.gpu)
+    finally:
+        stop.set()
+        scraper.join()
+    assert errors == []
 
 
 def test_placement_opens_the_booked_family_only_while_active() -> None:

@@ -449,7 +449,8 @@ class Ledger:
         if pool == "kubernetes":
             if not config.node_label_value:
                 return Capacity(pool, family, 0, 1, f"{family} has no Kubernetes nodes configured")
-            mine = [n for n in self.nodes.values() if n.label_value == config.node_label_value and n.gpus > 0]
+            # A copy first (one C call): the metrics server's thread calls this while node events change the dict.
+            mine = [n for n in list(self.nodes.values()) if n.label_value == config.node_label_value and n.gpus > 0]
             usable = [n for n in mine if n.usable]
             left_out = [f"{n.name} ({'cordoned' if n.unschedulable else 'NotReady'})" for n in mine if not n.usable]
             detail = f"{_nodes(len(usable))} with {settings.node_label_key}={config.node_label_value}"

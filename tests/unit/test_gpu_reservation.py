@@ -4,7 +4,6 @@ approval above limits, cancellation, capacity at risk, eviction choice, placemen
 from __future__ import annotations
 
 import datetime
-import threading
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from enclave_operator.engine.recorder import ListRecorder
 from enclave_operator.reconcilers import approval, gpu_bookings, gpu_reservation, project_space
 from enclave_operator.settings import OperatorSettings
 from support.builders import BookingBuilder, ProjectBuilder
+from support.threads import errors_of_reads_during
 
 NOW = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
 NS = "onco"
@@ -271,29 +271,15 @@ def test_the_gauges_can_be_read_from_another_thread_while_nodes_change() -> None
     """The metrics server computes the GPU gauges in its own thread (as the work queue's: engine/workqueue.py)."""
     book = ledger()
     nodes = [gpu_bookings.NodeView(f"n{i}", "A100", 8, True, False) for i in range(2, 2000)]
-    errors: list[BaseException] = []
-    stop = threading.Event()
 
-    def scrape() -> None:
-        while not stop.is_set():
-            try:
-                gpu_bookings.figures(book, SETTINGS.gpu, NOW)
-            except Exception as error:  # noqa: BLE001 - what the test looks for
-                errors.append(error)
-                return
-
-    scraper = threading.Thread(target=scrape)
-    scraper.start()
-    try:
+    def churn() -> None:
         for _ in range(10):
             for node in nodes:
                 book.put_node(node, SETTINGS.gpu)
             for node in nodes:
                 book.drop_node(node.name, SETTINGS.gpu)
-    finally:
-        stop.set()
-        scraper.join()
-    assert errors == []
+
+    assert errors_of_reads_during(lambda: gpu_bookings.figures(book, SETTINGS.gpu, NOW), churn) == []
 
 
 def test_placement_opens_the_booked_family_only_while_active() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from enclave_operator.engine.workqueue import Key, PeeringGate, Retry, WorkQueue, leads
 from enclave_operator.priority import Priority, Slots
+from support.threads import errors_of_reads_during
 
 A, B, C = (Key("ResearchProject", name, f"uid-{name}") for name in "abc")
 EDIT, CREATE, RESYNC = Priority.EDIT, Priority.CREATE, Priority.RESYNC
@@ -95,29 +95,15 @@ def test_figures_can_be_read_from_another_thread_while_the_queue_changes() -> No
     keys = [Key("ResearchProject", f"p{i}", f"u{i}") for i in range(2000)]
     for key in keys:
         work.add(key, CREATE)
-    errors: list[BaseException] = []
-    stop = threading.Event()
 
-    def scrape() -> None:
-        while not stop.is_set():
-            try:
-                work.figures()
-            except Exception as error:  # noqa: BLE001 - what the test looks for
-                errors.append(error)
-                return
-
-    scraper = threading.Thread(target=scrape)
-    scraper.start()
-    try:
+    def churn() -> None:
         for _ in range(20):
             for key in keys:
                 work.forget(key)
             for key in keys:
                 work.add(key, CREATE)
-    finally:
-        stop.set()
-        scraper.join()
-    assert errors == []
+
+    assert errors_of_reads_during(work.figures, churn) == []
 
 
 def test_rescheduling_many_times_keeps_the_heaps_bounded() -> None:

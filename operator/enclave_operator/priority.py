@@ -67,6 +67,13 @@ def give_back_slot() -> None:
         held.slots._release()
 
 
+def reconciling_edit() -> bool:
+    """Whether this task runs an edit's reconcile (EDIT, in a slot). A webhook's check runs at EDIT too, but outside
+    any slot: a backend that holds its own bulk work back for edits (a Slurm load) must not do so for every
+    creation's admission."""
+    return current.get() == Priority.EDIT and _held.get() is not None
+
+
 class Slots:
     """`size` slots, the last `reserved` of them only for EDIT work: during a rollout every other slot is held by a
     creation for seconds, and without a kept slot an edit would wait for one of them to end before it starts

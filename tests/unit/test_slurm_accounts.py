@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import re
 import sys
@@ -561,3 +562,85 @@ async def test_a_reader_that_stops_waiting_leaves_the_others_their_answer(tmp_pa
     await asyncio.sleep(0.05)
     impatient.cancel()
     assert [r.account for r in (await patient).rows] == ["acct1", "acct1"]
+
+
+
+LOADS = """#!{python}
+import sys, time
+args = sys.argv[1:]
+with open({log!r}, "a") as log:
+    log.write(("load" if args[0] == "load" else " ".join(args[:2])) + "\\n")
+if args[0] == "load":
+    time.sleep(0.6)
+elif "format=Account" in args:
+    print("root")  # the load's own pre-read: only the parent exists
+elif args[0] == "show":
+    time.sleep(1.0)  # the edit's read: slurmdbd answers it after the load in flight
+    print("|".join(["e", "c", "", "", "root", "1", "", "", "", "", "org-e", "descr"]))
+"""
+
+
+def fake_loader(tmp_path: Path) -> tuple[sa.Sacctmgr, Path]:
+    log, fake = tmp_path / "calls", tmp_path / "sacctmgr"
+    fake.write_text(LOADS.format(python=sys.executable, log=str(log)))
+    fake.chmod(0o755)
+    return sa.Sacctmgr(sa.SlurmSettings(sacctmgrPath=str(fake), cluster="c"), program=[str(fake)]), log
+
+
+async def edit_during_loads(runner: sa.Sacctmgr, edit_priority: Any) -> None:
+    """A load in flight, two creations waiting for the next one, and an edit started meanwhile at `edit_priority`
+    (None: outside any slot, as a webhook's check) that reads its account, writes, and reads it back."""
+    from enclave_operator.priority import Priority, Slots
+
+    slots = Slots(8)
+
+    async def create(name: str) -> None:
+        async with slots.take(Priority.CREATE):
+            await runner.add_batched(dataclasses.replace(WANT, name=name))
+
+    async def edit() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            if edit_priority is not None:
+                await stack.enter_async_context(slots.take(edit_priority))
+            await runner.show_account("e")
+            await runner.run("add", "user", "carol", "account=e", write=True)
+            await runner.show_account("e")
+
+    first = asyncio.create_task(create("a0"))
+    await asyncio.sleep(0.1)  # a0's load runs
+    await asyncio.gather(first, create("a1"), create("a2"), edit())
+
+
+FIRST_LOAD = ["show account", "load", "show account"]
+"""The load's pre-read, the load, the edit's read (ends after the load)."""
+
+
+async def test_an_edit_waits_for_at_most_the_load_in_flight(tmp_path: Path) -> None:
+    """The edit's read ended after the load in flight; the next load had started meanwhile and the edit's write
+    waited for that one too: edits during a rollout with Slurm took up to 11 s. Now the next load waits for it."""
+    from enclave_operator.priority import Priority
+
+    runner, log = fake_loader(tmp_path)
+    await edit_during_loads(runner, Priority.EDIT)
+    assert log.read_text().splitlines() == [*FIRST_LOAD, "add user", "show account", "show account", "load"]
+
+
+@pytest.mark.parametrize("priority", [None, "CREATE"], ids=["webhook check", "creation"])
+async def test_only_an_edits_reconcile_holds_the_next_load_back(tmp_path: Path, priority: str | None) -> None:
+    """A webhook's check (EDIT, but outside any slot: every creation's admission reads its account) and a
+    creation's reconcile go after the next load as before."""
+    from enclave_operator.priority import Priority
+
+    runner, log = fake_loader(tmp_path)
+    await edit_during_loads(runner, priority and Priority[priority])
+    assert log.read_text().splitlines() == [*FIRST_LOAD, "show account", "load", "add user", "show account"]
+
+
+async def test_a_load_waits_for_edits_at_most_load_defer_max_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edits that keep coming do not hold creations back."""
+    from enclave_operator.priority import Priority
+
+    monkeypatch.setattr(sa, "LOAD_DEFER_MAX_S", 0.1)
+    runner, log = fake_loader(tmp_path)
+    await edit_during_loads(runner, Priority.EDIT)
+    assert log.read_text().splitlines() == [*FIRST_LOAD, "show account", "load", "add user", "show account"]

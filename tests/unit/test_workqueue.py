@@ -50,9 +50,9 @@ def test_an_object_is_due_one_interval_plus_its_jitter_after_its_last_reconcile(
 def test_due_objects_come_most_urgent_first_then_earliest_and_a_forgotten_one_never() -> None:
     clock = Clock()
     work = queue(clock)
-    work.schedule(B, 20)
-    work.schedule(A, 10)
-    work.schedule(C, 30)
+    work.add(B, RESYNC, delay=20)
+    work.add(A, RESYNC, delay=10)
+    work.add(C, RESYNC, delay=30)
     work.forget(B)
     clock.now += 100
     assert [work.pop_due(), work.pop_due(), work.pop_due()] == [A, C, None]
@@ -81,7 +81,7 @@ def test_figures_count_keys_due_now_due_later_and_running() -> None:
     work = queue(clock)
     work.add(A, CREATE)
     work.add(B, EDIT)
-    work.schedule(C, 30)
+    work.add(C, RESYNC, delay=30)
     assert work.figures() == {"due": 2, "later": 1, "running": 0}
     clock.now += 31
     assert work.figures() == {"due": 3, "later": 0, "running": 0}
@@ -183,7 +183,7 @@ async def test_resyncs_start_at_the_rate_and_never_more_at_once_than_there_are_s
     work = queue(clock, per_second=10)
     keys = [Key("ResearchProject", f"p{i}", f"u{i}") for i in range(12)]
     for key in keys:
-        work.schedule(key, 0)
+        work.add(key, RESYNC, delay=0)
     loop = Loop(work, clock, slots=3)
     await loop.until(lambda: len(loop.started) == len(keys) and not loop.running)
     assert sorted(loop.keys()) == sorted(keys)
@@ -211,7 +211,7 @@ async def test_the_most_urgent_waiting_key_gets_the_next_slot() -> None:
     work.add(A, CREATE)
     async with loop.running_loop():
         await wait_for(lambda: loop.keys() == [A])
-        work.schedule(B, 0)  # a resync due now, then an edit: the edit goes first when A's slot is free
+        work.add(B, RESYNC, delay=0)  # a resync due now, then an edit: the edit goes first when A's slot is free
         work.add(C, EDIT)
         await asyncio.sleep(0.05)
         assert loop.keys() == [A], "one slot: the others wait for it"
@@ -284,7 +284,7 @@ async def test_a_standby_process_reconciles_nothing() -> None:
 async def test_a_reconcile_that_did_not_converge_is_retried_sooner_and_less_often_each_time() -> None:
     clock = Clock()
     work = queue(clock, interval=60)
-    work.schedule(A, 0)
+    work.add(A, RESYNC, delay=0)
     loop = Loop(work, clock)
     loop.outcome[A] = Retry(10)
     await loop.until(lambda: len(loop.started) == 1 and not work.running and A in work)

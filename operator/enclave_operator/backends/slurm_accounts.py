@@ -36,6 +36,12 @@ Reads of accounts are shared the same way (`Sacctmgr.show_account`): the reads a
 go into the next `show account withassoc where name=a,b,…` together. A reconcile reads its account two or three
 times (admission, observe, the read back after a load), each read costs slurmdbd several round trips whatever it
 lists, and four at a time behind loads were what kept 1,000 new projects waiting (docs/performance.md).
+
+An edit's sacctmgr work goes between two loads, not across one: it reads its account, writes, and reads it back,
+and slurmdbd answers its reads only after the load in flight. Its write goes before the next load (by priority),
+but a load started while it was still reading kept it waiting a second time. So the next load waits until no
+edit's reconcile has used sacctmgr for `EDIT_QUIET_S` (at most `LOAD_DEFER_MAX_S`, so a stream of edits cannot
+hold creations back); an edit then waits for at most the load in flight (`Sacctmgr._edits_done`).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ import re
 import tempfile
 import time
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +69,7 @@ from enclave_operator.api.research_project import DeletionPolicy, SlurmCompute
 from enclave_operator.backends import ownership, throttle
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
-from enclave_operator.priority import Priority, Slots, current, give_back_slot
+from enclave_operator.priority import Priority, Slots, current, give_back_slot, reconciling_edit
 
 logger = logging.getLogger(__name__)
 
@@ -427,6 +433,11 @@ class AccountRows:
 
 READ_BATCH = 100
 """Most accounts one shared read names (a command line of a few KiB)."""
+EDIT_QUIET_S = 0.5
+"""How long after an edit's last sacctmgr call the next load may start: the steps of one edit (read, write, read
+back) follow each other within milliseconds, more under load (module docstring)."""
+LOAD_DEFER_MAX_S = 5.0
+"""The longest a load waits for edits to be done: creations go on while edits keep coming."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -590,6 +601,10 @@ class Sacctmgr:
         self._reads: dict[str, list[tuple[Priority, asyncio.Future[AccountRows]]]] = {}
         """Accounts waiting for the next shared read (show_account), by name."""
         self._reader: asyncio.Task[None] | None = None
+        self._edits = 0
+        """Edits' reconciles in a sacctmgr call or waiting for one (`_edit_under_way`)."""
+        self._edit_seen = -LOAD_DEFER_MAX_S
+        """When (time.monotonic) the last of them ended."""
         self._program = list(program) if program else [settings.sacctmgr_path, "-i", "-n", "-P"]
         env = dict(os.environ)
         if settings.slurm_conf is not None:
@@ -607,14 +622,36 @@ class Sacctmgr:
 
         With check=False any exit code is returned for the caller to interpret (only a timeout or a
         program that cannot start raise)."""
-        await throttle.bound("slurm").wait()
-        if write:
-            # Concurrent adds on slurmdbd 22.05 were seen to leave an account record without its listing
-            # (200 projects at once); slurmdbd serializes writes anyway, so one at a time costs little.
-            async with self._write_lock.take(), self._slots.take():
+        with self._edit_under_way():
+            await throttle.bound("slurm").wait()
+            if write:
+                # Concurrent adds on slurmdbd 22.05 were seen to leave an account record without its listing
+                # (200 projects at once); slurmdbd serializes writes anyway, so one at a time costs little.
+                async with self._write_lock.take(), self._slots.take():
+                    return await self._run(args, write=write, tolerate_nothing=tolerate_nothing, check=check)
+            async with self._slots.take():
                 return await self._run(args, write=write, tolerate_nothing=tolerate_nothing, check=check)
-        async with self._slots.take():
-            return await self._run(args, write=write, tolerate_nothing=tolerate_nothing, check=check)
+
+    @contextlib.contextmanager
+    def _edit_under_way(self) -> Iterator[None]:
+        """Count the body as an edit's sacctmgr work when an edit's reconcile runs it (the next load waits for it)."""
+        edit = reconciling_edit()
+        self._edits += edit
+        try:
+            yield
+        finally:
+            if edit:
+                self._edits -= 1
+                self._edit_seen = time.monotonic()
+
+    async def _edits_done(self) -> None:
+        """Wait until no edit has used sacctmgr for EDIT_QUIET_S, at most LOAD_DEFER_MAX_S (module docstring)."""
+        deadline = time.monotonic() + LOAD_DEFER_MAX_S
+        while (now := time.monotonic()) < deadline:
+            quiet_at = now + EDIT_QUIET_S if self._edits else self._edit_seen + EDIT_QUIET_S
+            if quiet_at <= now:
+                return
+            await asyncio.sleep(min(quiet_at, deadline) - now)
 
     async def show_account(self, name: str) -> AccountRows:
         """Account `name` on the managed cluster as `show account withassoc` lists it (and as `show assoc` does, when
@@ -624,7 +661,8 @@ class Sacctmgr:
         self._reads.setdefault(name, []).append((current.get(), future))
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read_waiting(), name="sacctmgr-read")
-        return await future
+        with self._edit_under_way():
+            return await future
 
     async def _read_waiting(self) -> None:
         """Read the waiting accounts, READ_BATCH names per sacctmgr call, until none wait."""
@@ -692,6 +730,7 @@ class Sacctmgr:
     async def _load_waiting(self, cluster: str) -> None:
         """Load the waiting accounts, `batchCreations` at a time, until none wait; one write turn per load."""
         while self._batch:
+            await self._edits_done()
             async with self._write_lock.take(Priority.CREATE):
                 names = list(self._batch)[: self.settings.batch_creations]
                 taken = [entry for entry in (self._batch.pop(name) for name in names) if not entry[1].done()]

@@ -155,10 +155,6 @@ class WorkQueue:
             return
         self._put(key, self._clock() + self.interval * (1 + self.jitter * self._rand()), Priority.RESYNC)
 
-    def schedule(self, key: Key, delay: float) -> None:
-        """A resync of `key` in `delay` seconds, whatever was due before (tests, and `reconciled`)."""
-        self._put(key, self._clock() + delay, Priority.RESYNC)
-
     def forget(self, key: Key) -> None:
         """The object is gone (or being deleted): nothing more for it."""
         self._entries.pop(key, None)

@@ -451,7 +451,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             metrics.OBJECTS.observe(INGEST_KIND.kind, body["metadata"]["uid"], body.get("status"), deleting=True)
             raise kopf.TemporaryError(outcome.message, delay=backoff(runtime.settings.intervals, retry))
         metrics.OBJECTS.forget(INGEST_KIND.kind, body["metadata"]["uid"])
-        runtime.locks.pop(body["metadata"]["uid"], None)
 
     @kopf.on.mutate(*INGESTS, registry=registry, id="stamp-ingest", operations=["CREATE", "UPDATE"])
     def stamp_ingest(operation: str, userinfo: dict[str, Any], old: kopf.Body | None, new: kopf.Body | None,
@@ -500,7 +499,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             raise kopf.TemporaryError(outcome.message, delay=backoff(runtime.settings.intervals, retry))
         metrics.OBJECTS.forget(PROJECT_KIND.kind, meta["uid"])
         runtime.queue.forget(Key(PROJECT_KIND.kind, meta["name"], meta["uid"]))
-        runtime.locks.pop(meta["uid"], None)
 
     # --- GPU bookings ---------------------------------------------------------------------------------
 
@@ -596,7 +594,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         was_active = known is not None and known.pool == "kubernetes" and known.booked is not None and (
             known.booked.start <= now() < known.booked.end)  # fmt: skip
         runtime.ledger.drop_booking(meta["uid"])
-        runtime.locks.pop(meta["uid"], None)
         if was_active:
             await _reconcile_project_of(meta["namespace"], memo)
 
@@ -723,7 +720,6 @@ def _register_nodes(
         if not outcome.done:
             raise kopf.TemporaryError(outcome.message, delay=runtime.settings.intervals.retry_seconds)
         runtime.queue.forget(node_key(body))
-        runtime.locks.pop(meta["uid"], None)
 
     @kopf.on.validate(*NODES, registry=registry, id="node-policy", operations=["CREATE", "UPDATE"])
     async def validate_node(operation: str, old: kopf.Body | None, new: kopf.Body | None, body: kopf.Body,

@@ -4,7 +4,6 @@ reconcile slots."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 
 import httpx2
@@ -19,6 +18,7 @@ from enclave_operator.backends import (
     slurm_reservations,
     throttle,
 )
+from enclave_operator.engine.locks import KeyedLocks
 from enclave_operator.engine.workqueue import WorkQueue
 from enclave_operator.federation import profiles
 from enclave_operator.federation.profiles import Profiles
@@ -79,9 +79,7 @@ class Runtime:
     """The operator's own Kubernetes username (SelfSubjectReview): its requests never approve anything."""
     profiles: Profiles = dataclasses.field(default_factory=lambda: Profiles({}))
     """The requirements profiles FederatedNodes may name (built in + federation.profileDirs), loaded once."""
-    locks: collections.defaultdict[str, asyncio.Lock] = dataclasses.field(
-        default_factory=lambda: collections.defaultdict(asyncio.Lock)
-    )
+    locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
     """One lock per object uid: timers and event handlers of one object never run at once."""
     slots: Slots = dataclasses.field(default_factory=lambda: Slots(16))
     """Reconciles at once, by priority (settings.throttle.reconciles)."""

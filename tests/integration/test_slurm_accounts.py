@@ -312,9 +312,12 @@ async def test_accounts_created_together_share_sacctmgr_loads(slurm: SlurmEnv, a
     assert not any(outcome.wrote for outcome in second), "converged: nothing left to write"
 
 
-async def test_a_bad_value_refuses_its_load_and_only_its_own_project(slurm: SlurmEnv, account: str) -> None:
+async def test_a_bad_value_refuses_its_load_and_only_its_own_project(
+    slurm: SlurmEnv, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """One bad value (a QOS Slurm does not know) refuses the whole load it is in: every project of it is then
-    added on its own, so the others are created and only that one gets the error."""
+    added on its own, so the others are created and only that one gets the error. The log says why the load was
+    refused (sacctmgr's own words)."""
     runner = Sacctmgr(slurm.settings())
     good = [desired(f"{account}{i}") for i in range(3)]
     bad = desired(f"{account}bad", qos=["nosuchqos"])
@@ -323,6 +326,8 @@ async def test_a_bad_value_refuses_its_load_and_only_its_own_project(slurm: Slur
     assert refused.condition.status == "False" and "nosuchqos" in refused.condition.message
     assert not refused.retry and slurm.account_row(bad.name) is None, "nothing half-created"
     assert {c.verb for c in runner.calls if c.write} >= {"add account"}, "added on their own after the refusal"
+    refusals = [r.getMessage() for r in caplog.records if "load of" in r.getMessage()]
+    assert refusals and all("nosuchqos" in m.lower() for m in refusals), refusals
 
 
 async def test_reads_of_accounts_asked_for_at_once_share_sacctmgr_calls(slurm: SlurmEnv, account: str) -> None:

@@ -771,8 +771,9 @@ class Sacctmgr:
                                          tolerate_nothing=False, check=False,
                                          timeout=self.settings.timeout_seconds + len(fresh))  # fmt: skip
         if result.returncode != 0:
-            logger.warning("sacctmgr load of %d new accounts refused (rc %s); adding them one by one",
-                           len(fresh), result.returncode)  # fmt: skip
+            why = error_message(result.stderr + "\n" + result.stdout)
+            logger.warning("sacctmgr load of %d new accounts refused (rc %s: %s); adding them one by one",
+                           len(fresh), result.returncode, why)  # fmt: skip
             return set()
         return {a.name for a in fresh}
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-import httpx2
-from lightkube import AsyncClient
 from lightkube.resources.authentication_v1 import SelfSubjectReview
 
 from enclave_operator import signing
@@ -18,6 +16,7 @@ from enclave_operator.backends import (
     slurm_reservations,
     throttle,
 )
+from enclave_operator.backends import kube as kube_api
 from enclave_operator.engine.locks import KeyedLocks
 from enclave_operator.engine.workqueue import WorkQueue
 from enclave_operator.federation import profiles
@@ -106,7 +105,7 @@ class Runtime:
         throttle.configure("s3", per_second=limits.s3_per_second, threads=settings.s3.max_concurrent_calls)
         throttle.configure("identity", per_second=limits.identity_per_second)
         throttle.configure("slurm", per_second=limits.slurm_per_second)
-        kube = AsyncClient(timeout=httpx2.Timeout(KUBE_TIMEOUT_S), field_manager="enclave-operator")
+        kube = kube_api.client(timeout=KUBE_TIMEOUT_S, connections=limits.kubernetes_connections)
         slurm = slurm_accounts.Sacctmgr(settings.slurm) if settings.slurm is not None else None
         scontrol = slurm_reservations.scontrol(settings.slurm) if settings.slurm is not None else None
         targets = {t.name: s3_clients(t) for t in settings.federation.backup_targets}

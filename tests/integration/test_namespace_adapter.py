@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from lightkube import AsyncClient
+from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 from lightkube.types import PatchType
 
+from enclave_operator.backends import kube as kube_api
 from enclave_operator.backends import kube_namespace, ownership
 from enclave_operator.backends.adapter import DeleteOutcome
 from enclave_operator.engine import managed
 from enclave_operator.engine.recorder import ListRecorder
+from support.cluster import Cluster
 
 
 def _adapter(kube: AsyncClient, name: str) -> kube_namespace.NamespaceAdapter:
@@ -60,3 +64,21 @@ async def test_create_is_idempotent_when_it_already_exists(kube: AsyncClient, pr
     await adapter.create()  # a re-run after a crash between create and status write
     assert (await adapter.observe()).up_to_date
     await adapter.delete("Delete")
+
+
+async def test_the_operators_client_keeps_to_its_connections(cluster: Cluster) -> None:
+    """At most `throttle.kubernetesConnections`, all kept open (backends/kube.py `client`); requests beyond them wait
+    for one, also while watches hold some, and none fails."""
+    client = kube_api.client(KubeConfig.from_file(cluster.kubeconfig), timeout=10, connections=8)
+    watches = [asyncio.create_task(anext(aiter(client.watch(Namespace)))) for _ in range(3)]
+    try:
+        for _ in range(3):
+            answers = await asyncio.gather(*(client.get(Namespace, "default") for _ in range(40)))
+            assert {a.metadata.name for a in answers} == {"default"}
+        pool = client._client._client._transport._pool  # httpx's pool (the transport kube.client made)
+        assert 3 < len(pool.connections) <= 8, pool.connections
+        assert all(not c.is_closed() for c in pool.connections), "kept open between the bursts"
+    finally:
+        for watch in watches:
+            watch.cancel()
+        await client.close()

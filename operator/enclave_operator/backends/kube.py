@@ -6,7 +6,8 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import httpx2
-from lightkube import ApiError
+from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.config.client_adapter import verify_cluster
 
 from enclave_operator.backends import throttle
 from enclave_operator.backends.errors import BackendError, BackendRejected, BackendUnavailable
@@ -43,3 +44,19 @@ async def call(what: str, awaitable: Awaitable[T]) -> T:
         raise BackendError(text) from None
     except (httpx2.TransportError, OSError) as error:
         raise BackendUnavailable(f"{what}: Kubernetes API unreachable ({type(error).__name__})") from None
+
+
+
+def client(config: KubeConfig | None = None, *, timeout: float, connections: int) -> AsyncClient:
+    """The operator's Kubernetes client (`config`: kubeconfig or the pod's service account, as lightkube reads them),
+    with at most `connections` connections to the API server, all kept open.
+
+    Not lightkube's default pool (httpx: up to 100 connections, 20 kept idle): before each request is sent and after
+    each ends, httpx's pool checks every idle connection for a close by the server (a poll and a getpeername each, in
+    the event loop's thread), so the more connections, the more each request costs; and a burst of more than 20
+    closed the surplus, to be opened again with a TLS handshake on both sides (docs/performance.md, ninth round)."""
+    single = (config or KubeConfig.from_env()).get()
+    limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
+    transport = httpx2.AsyncHTTPTransport(verify=verify_cluster(single.cluster, single.user, single.abs_file),
+                                          limits=limits)  # fmt: skip
+    return AsyncClient(config=single, timeout=httpx2.Timeout(timeout), field_manager=FIELD_MANAGER, transport=transport)

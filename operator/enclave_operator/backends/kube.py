@@ -46,7 +46,6 @@ async def call(what: str, awaitable: Awaitable[T]) -> T:
         raise BackendUnavailable(f"{what}: Kubernetes API unreachable ({type(error).__name__})") from None
 
 
-
 def client(config: KubeConfig | None = None, *, timeout: float, connections: int) -> AsyncClient:
     """The operator's Kubernetes client (`config`: kubeconfig or the pod's service account, as lightkube reads them),
     with at most `connections` connections to the API server, all kept open.

@@ -75,8 +75,10 @@ async def test_the_operators_client_keeps_to_its_connections(cluster: Cluster) -
         for _ in range(3):
             answers = await asyncio.gather(*(client.get(Namespace, "default") for _ in range(40)))
             assert {a.metadata.name for a in answers} == {"default"}
-        pool = client._client._client._transport._pool  # httpx's pool (the transport kube.client made)
+        httpx = client._client._client  # lightkube's httpx client, with the transport kube.client made
+        pool = httpx._transport._pool
         assert 3 < len(pool.connections) <= 8, pool.connections
+        assert httpx.timeout.pool is None and httpx.timeout.read == 10, "waits for a connection, not for an answer"
         assert all(not c.is_closed() for c in pool.connections), "kept open between the bursts"
     finally:
         for watch in watches:

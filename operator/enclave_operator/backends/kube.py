@@ -53,9 +53,13 @@ def client(config: KubeConfig | None = None, *, timeout: float, connections: int
     Not lightkube's default pool (httpx: up to 100 connections, 20 kept idle): before each request is sent and after
     each ends, httpx's pool checks every idle connection for a close by the server (a poll and a getpeername each, in
     the event loop's thread), so the more connections, the more each request costs; and a burst of more than 20
-    closed the surplus, to be opened again with a TLS handshake on both sides (docs/performance.md, ninth round)."""
+    closed the surplus, to be opened again with a TLS handshake on both sides (docs/performance.md, ninth round).
+    A request waits for a free connection as long as it takes (no pool timeout): the reconcile slots bound how many
+    wait, each request has its own connect, read and write timeouts, and a slow API server should make reconciles
+    slower, not fail them as "unreachable"."""
     single = (config or KubeConfig.from_env()).get()
     limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
     transport = httpx2.AsyncHTTPTransport(verify=verify_cluster(single.cluster, single.user, single.abs_file),
                                           limits=limits)  # fmt: skip
-    return AsyncClient(config=single, timeout=httpx2.Timeout(timeout), field_manager=FIELD_MANAGER, transport=transport)
+    return AsyncClient(config=single, timeout=httpx2.Timeout(timeout, pool=None), field_manager=FIELD_MANAGER,
+                       transport=transport)  # fmt: skip

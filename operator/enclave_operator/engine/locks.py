@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Hashable
 from types import TracebackType
 
 
@@ -21,10 +22,10 @@ class _Entry:
 
 
 class KeyedLocks:
-    """`async with locks[key]:` runs the body under `key`'s lock."""
+    """`async with locks[key]:` runs the body under `key`'s lock (any hashable key: an object's uid, a GPU family)."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[Hashable, _Entry] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -32,17 +33,17 @@ class KeyedLocks:
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
-    def __getitem__(self, key: str) -> _Hold:
+    def __getitem__(self, key: Hashable) -> _Hold:
         return _Hold(self, key)
 
-    def _join(self, key: str) -> asyncio.Lock:
+    def _join(self, key: Hashable) -> asyncio.Lock:
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry(asyncio.Lock(), 0)
         entry.users += 1
         return entry.lock
 
-    def _leave(self, key: str) -> None:
+    def _leave(self, key: Hashable) -> None:
         entry = self._entries[key]
         entry.users -= 1
         if entry.users == 0:
@@ -52,7 +53,7 @@ class KeyedLocks:
 class _Hold:
     """The lock of one key for one `async with` (waiting counts: the entry stays for the waiter)."""
 
-    def __init__(self, locks: KeyedLocks, key: str) -> None:
+    def __init__(self, locks: KeyedLocks, key: Hashable) -> None:
         self._locks, self._key = locks, key
         self._lock: asyncio.Lock | None = None
 

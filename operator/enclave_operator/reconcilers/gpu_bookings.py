@@ -36,6 +36,7 @@ from enclave_operator.backends import kube, slurm_reservations
 from enclave_operator.backends.errors import BackendError
 from enclave_operator.backends.slurm_accounts import Sacctmgr
 from enclave_operator.backends.slurm_reservations import SlurmFamilyCapacity
+from enclave_operator.engine.locks import KeyedLocks
 from enclave_operator.engine.status import GpuReservationResource, ResearchProjectResource
 from enclave_operator.reconcilers import approval
 from enclave_operator.reconcilers.approval import APPROVAL_ANNOTATION, Signer
@@ -299,7 +300,7 @@ class Ledger:
         self.slurm_error: str = ""
         self.slurm_read_at: float = 0.0
         """time.monotonic() of the last Slurm capacity read (0: never)."""
-        self.locks: collections.defaultdict[FamilyKey, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self.locks = KeyedLocks()
         self.wakeups: collections.defaultdict[str, asyncio.Event] = collections.defaultdict(asyncio.Event)
         """Per booking uid: set to make its timer look again now (capacity changed, project cordoned, …)."""
         self.fresh_as_of: dict[FamilyKey, datetime.datetime] = {}

@@ -81,14 +81,10 @@ REASON_BACKUP_RUNNING = "BackupRunning"
 REASON_BACKUP_FAILED = "BackupFailed"
 
 # Event reasons.
-EVENT_CREATED = "Created{noun}"
-EVENT_UPDATED = "Updated{noun}"
-EVENT_DELETED = "Deleted{noun}"
-EVENT_RETAINED = "Retained{noun}"
-EVENT_CANNOT_OBSERVE = "CannotObserve{noun}"
-EVENT_CANNOT_CREATE = "CannotCreate{noun}"
-EVENT_CANNOT_UPDATE = "CannotUpdate{noun}"
-EVENT_CANNOT_DELETE = "CannotDelete{noun}"
+PART_VERBS = ("Created", "Updated", "Adopted", "Deleted", "Retained")
+"""What the engine did to a part (engine/managed.py): it records `<Verb><Noun>` (Normal), and the Kubernetes recorder
+posts one event per verb and reconcile, reason the verb, message naming each part (engine/events.py). A failure is
+`Cannot<Observe|Create|Update|Delete><Noun>` (Warning), one event per part."""
 EVENT_INVALID_SPEC = "InvalidSpec"
 EVENT_CORDONED = "CordonedProject"
 EVENT_UNCORDONED = "UncordonedProject"

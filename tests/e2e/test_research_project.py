@@ -41,20 +41,23 @@ def test_example_project_becomes_ready_and_retain_keeps_the_data(
     assert ns and ns["metadata"]["labels"]["enclave.io/project"] == "onco-flow"
     assert s3_minio.parse_quota(s3.admin.bucket_quota_get("onco-flow")) == 500 * 2**30
     assert s3.s3.get_bucket_versioning("onco-flow").status == "Enabled"
-    reasons = {reason for _, reason, _ in events_for(crds, "onco-flow")}
-    assert {"CreatedNamespace", "CreatedBucket"} <= reasons
+    # The parts a reconcile created are one event, naming each (engine/events.py).
+    events = events_for(crds, "onco-flow")
+    assert {reason for _, reason, _ in events if reason.startswith("Created")} == {"Created"}, events
+    created = "; ".join(message for _, reason, message in events if reason == "Created")
+    assert "created namespace onco-flow" in created and "created bucket onco-flow" in created, created
 
     table = crds.run("get", "researchprojects").stdout
     assert re.search(r"onco-flow\s+alice\s+2\s+True", table), table
     described = crds.run("describe", "researchproject", "onco-flow").stdout
-    assert "StorageReady" in described and "CreatedBucket" in described
+    assert "StorageReady" in described and "created bucket onco-flow" in described
 
     s3.s3.put_object("onco-flow", "results/table.csv", io.BytesIO(b"a,b\n1,2\n"), 8)
     crds.run("delete", "researchproject", "onco-flow", "--timeout=60s")
     wait_gone(crds, "namespace", "onco-flow")
     assert s3.s3.bucket_exists("onco-flow"), "Retain must keep the bucket"
     assert s3.s3.get_object("onco-flow", "results/table.csv").read() == b"a,b\n1,2\n", "Retain must keep objects"
-    assert any(r == "RetainedBucket" for _, r, _ in events_for(crds, "onco-flow"))
+    assert any(r == "Retained" and "kept bucket onco-flow" in m for _, r, m in events_for(crds, "onco-flow"))
 
 
 def test_delete_policy_removes_namespace_and_bucket_and_the_finalizer_comes_at_admission(

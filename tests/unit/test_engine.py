@@ -11,6 +11,7 @@ from enclave_operator import reasons
 from enclave_operator.backends.adapter import DeleteOutcome, Observation
 from enclave_operator.backends.errors import BackendRejected, BackendUnavailable
 from enclave_operator.engine import managed
+from enclave_operator.engine.events import part_verb
 from enclave_operator.engine.recorder import ListRecorder
 
 
@@ -70,6 +71,7 @@ async def test_reconcile_actions(state: dict, actions: list[str], event: str | N
     assert outcome.condition.status == "True" and outcome.condition.reason == reasons.REASON_UP_TO_DATE, why
     assert outcome.wrote is wrote and outcome.retry is False, why
     assert [e[1] for e in recorder.events] == ([event] if event else []), why
+    assert all(part_verb(type_, reason) for type_, reason, _ in recorder.events), "posted grouped by verb"
 
 
 @pytest.mark.parametrize(
@@ -110,8 +112,10 @@ async def test_reconcile_twice_is_idempotent() -> None:
 )
 async def test_finalize(policy: str, left: dict, message: str, why: str) -> None:
     adapter = FakeAdapter(state={"exists": True})
-    outcome = await managed.finalize_part(adapter, policy, ListRecorder())  # type: ignore[arg-type]
+    recorder = ListRecorder()
+    outcome = await managed.finalize_part(adapter, policy, recorder)  # type: ignore[arg-type]
     assert outcome.done and outcome.message == message, why
+    assert [part_verb(type_, reason) for type_, reason, _ in recorder.events] == [message.capitalize()], why
     assert adapter.state == left, why
 
 

@@ -58,7 +58,8 @@ class Adapter(Protocol):
     part: str
     """The condition type this adapter's state is reported under, e.g. StorageReady."""
     noun: str
-    """The thing's name in event reasons, e.g. Bucket → CreatedBucket / CannotCreateBucket."""
+    """The thing's name in event reasons, e.g. Bucket → CannotCreateBucket (and CreatedBucket, which the Kubernetes
+    recorder posts within one `Created` event: engine/events.py)."""
     member_key: str
     """The key under status.members[].backends, e.g. storage."""
 

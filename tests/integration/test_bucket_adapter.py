@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from enclave_operator import reasons
+from enclave_operator import metrics, reasons
 from enclave_operator.backends import ownership, s3_access, s3_minio
 from enclave_operator.backends.adapter import DeleteOutcome
 from enclave_operator.engine import managed
@@ -33,6 +33,29 @@ async def test_create_sets_tag_versioning_and_quota(s3: s3_minio.S3Clients, proj
     assert s3_minio.parse_quota(s3.admin.bucket_quota_get(project_name)) == 2**30
     again = await managed.reconcile_part(_adapter(s3, project_name), ListRecorder())
     assert not again.wrote, "a resync with nothing changed must not write"
+
+
+def _s3_reads() -> float:
+    return metrics.BACKEND_REQUESTS.labels(backend="s3", kind="read")._value.get()
+
+
+async def test_a_new_bucket_is_made_after_one_read(s3: s3_minio.S3Clients, project_name: str) -> None:
+    """The observe's read says there is none; the create does not ask again (a region lookup and a HEAD)."""
+    adapter = _adapter(s3, project_name)
+    before = _s3_reads()
+    assert not (await adapter.observe()).exists
+    after_observe = _s3_reads()
+    assert (await adapter.create()).up_to_date
+    assert after_observe - before == 1 and _s3_reads() == after_observe
+    assert (await adapter.observe()).up_to_date
+
+
+async def test_a_bucket_made_since_the_observe_is_taken_as_made(s3: s3_minio.S3Clients, project_name: str) -> None:
+    adapter = _adapter(s3, project_name)
+    assert not (await adapter.observe()).exists
+    s3.s3.make_bucket(project_name)  # e.g. a create killed after making the bucket, run again from the same observe
+    assert (await adapter.create()).up_to_date
+    assert (await adapter.observe()).up_to_date
 
 
 async def test_quota_and_versioning_drift_is_repaired(s3: s3_minio.S3Clients, project_name: str) -> None:

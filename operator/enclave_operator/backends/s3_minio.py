@@ -300,8 +300,13 @@ class BucketAdapter:
         name = self._d.name
 
         def make() -> None:
-            if not self._c.s3.bucket_exists(name):
+            """No `bucket_exists` first: the observe has just found none, and asking again costs a region lookup.
+            A bucket made since (MinIO: BucketAlreadyOwnedByYou) is taken as made, as `bucket_exists` took it."""
+            try:
                 self._c.s3.make_bucket(name)
+            except S3Error as error:
+                if error.code != "BucketAlreadyOwnedByYou":
+                    raise
 
         await s3_call(f"create bucket {name}", make)
         return await self._converge()

@@ -26,13 +26,15 @@ def test_projects_bench_smoke(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=timeouts.BENCH_SMOKE,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for line in ("admission webhooks:", "floor:", "operator, until all Ready:", "ratio operator / floor:",
+    for line in ("admission webhooks:", "floor:", "CPU seconds during the floor:", "operator, until all Ready:",
+                 "ratio operator / floor:", "CPU seconds during the rollout:",
                  "API requests per project:", "backend requests per project:", "operator RSS:",
                  "single-edit latency under load:", "no-op resync"):  # fmt: skip
         assert line in result.stdout, f"the report lacks {line!r}:\n{result.stdout}"
     report = json.loads(out.read_text())
     assert report["floor"]["verified"] == "3/3 projects up to date", report["floor"]["problems"]
     assert report["operator"]["ready"] == 20
+    assert report["floor"]["cpu"]["bench"] > 0, "the floor's own client is counted"
     assert report["webhooks"].startswith("installed"), report["webhooks"]
     assert report["operator"]["admission_calls_per_project"] >= 2, "every create passed both webhooks"
     assert report["edits"] and all(math.isfinite(latency) for _, latency in report["edits"]), report["edits"]

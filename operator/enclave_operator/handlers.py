@@ -33,6 +33,7 @@ from enclave_operator.api.research_project import KIND as PROJECT_KIND
 from enclave_operator.backends import kube
 from enclave_operator.backends.errors import BackendError
 from enclave_operator.backoff import doubling
+from enclave_operator.diffbase import MemoryDiffBase
 from enclave_operator.engine import status as status_io
 from enclave_operator.engine.events import KubeRecorder
 from enclave_operator.engine.workqueue import Key, PeeringGate, Retry, Work
@@ -188,9 +189,7 @@ def configure(settings: kopf.OperatorSettings, config: OperatorSettings) -> None
     """Our finalizer and annotation names, watch timeouts, and which log records become events."""
     settings.persistence.finalizer = config.finalizer
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = MemoryDiffBase(KOPF_PREFIX)  # no PATCH after each creation (diffbase.py)
     settings.peering.lifetime = config.peering.lifetime_seconds
     settings.watching.server_timeout = 300  # the API server ends each watch after this; kopf re-lists
     settings.watching.client_timeout = 330

@@ -81,7 +81,7 @@ REASON_BACKUP_RUNNING = "BackupRunning"
 REASON_BACKUP_FAILED = "BackupFailed"
 
 # Event reasons.
-PART_VERBS = ("Created", "Updated", "Adopted", "Deleted", "Retained")
+EVENT_PART_VERBS = ("Created", "Updated", "Adopted", "Deleted", "Retained")
 """What the engine did to a part (engine/managed.py): it records `<Verb><Noun>` (Normal), and the Kubernetes recorder
 posts one event per verb and reconcile, reason the verb, message naming each part (engine/events.py). A failure is
 `Cannot<Observe|Create|Update|Delete><Noun>` (Warning), one event per part."""

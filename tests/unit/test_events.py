@@ -38,7 +38,7 @@ def test_each_verb_is_its_own_event_and_failures_stay_per_part() -> None:
 
 
 def test_only_normal_verb_and_noun_reasons_are_part_events() -> None:
-    assert [part_verb("Normal", f"{verb}Bucket") for verb in reasons.PART_VERBS] == list(reasons.PART_VERBS)
+    assert [part_verb("Normal", f"{verb}Bucket") for verb in reasons.EVENT_PART_VERBS] == list(reasons.EVENT_PART_VERBS)
     assert part_verb("Warning", "CreatedBucket") is None
     assert part_verb("Normal", "Created") is None  # already grouped: posted as it is
     assert part_verb("Normal", "Createdness") is None

@@ -6,7 +6,7 @@ the object's own (empty) namespace and are stored in `default`, the one place th
 Events are collected during a reconcile and flushed at its end; a failure to post an event is
 logged and never fails the reconcile.
 
-What the engine did to the parts is posted as one event per verb (`reasons.PART_VERBS`): a new project's eight
+What the engine did to the parts is posted as one event per verb (`reasons.EVENT_PART_VERBS`): a new project's eight
 `Created<Noun>` become one `Created` event whose message names each thing created. Eight were a third of the API
 requests a new project made (issue 12), and `kubectl describe` reads better with one line per step. Failures stay
 one Warning per part (`Cannot<Verb><Noun>`): each has its own cause, and alerts select them by reason.
@@ -94,7 +94,7 @@ def part_verb(type_: EventType, reason: str) -> str | None:
     """The verb of an engine's Normal part event (`CreatedBucket` → `Created`), else None."""
     if type_ != "Normal":
         return None
-    return next((verb for verb in reasons.PART_VERBS
+    return next((verb for verb in reasons.EVENT_PART_VERBS
                  if reason.startswith(verb) and reason[len(verb):len(verb) + 1].isupper()), None)  # fmt: skip
 
 

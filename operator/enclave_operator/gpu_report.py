@@ -7,10 +7,8 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 
-from lightkube import AsyncClient
-
 from enclave_operator import gpu_calendar
-from enclave_operator.backends import slurm_reservations
+from enclave_operator.backends import kube, slurm_reservations
 from enclave_operator.reconcilers import gpu_bookings
 from enclave_operator.settings import OperatorSettings
 
@@ -44,7 +42,7 @@ async def calendar(settings: OperatorSettings, days: float, family: str | None, 
                    now: datetime.datetime | None = None) -> str:  # fmt: skip
     now = now or datetime.datetime.now(datetime.UTC)
     ledger = gpu_bookings.Ledger()
-    client = AsyncClient(field_manager="enclave-operator")
+    client = kube.client(connections=settings.throttle.kubernetes_connections)
     try:
         await gpu_bookings.prime(ledger, client, settings, now.date())
     finally:

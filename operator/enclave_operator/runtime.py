@@ -26,9 +26,6 @@ from enclave_operator.reconcilers.gpu_bookings import Ledger
 from enclave_operator.reconcilers.research_project import Backends
 from enclave_operator.settings import OperatorSettings, S3Settings
 
-KUBE_TIMEOUT_S = 15.0
-"""Bound of one Kubernetes API call (not watches, which kopf runs itself)."""
-
 
 def s3_clients(s3: S3Settings) -> s3_minio.S3Clients:
     """Admin clients of one S3 store (the enclave's, or a backup target) from its settings and credentials."""
@@ -105,7 +102,7 @@ class Runtime:
         throttle.configure("s3", per_second=limits.s3_per_second, threads=settings.s3.max_concurrent_calls)
         throttle.configure("identity", per_second=limits.identity_per_second)
         throttle.configure("slurm", per_second=limits.slurm_per_second)
-        kube = kube_api.client(timeout=KUBE_TIMEOUT_S, connections=limits.kubernetes_connections)
+        kube = kube_api.client(connections=limits.kubernetes_connections)
         slurm = slurm_accounts.Sacctmgr(settings.slurm) if settings.slurm is not None else None
         scontrol = slurm_reservations.scontrol(settings.slurm) if settings.slurm is not None else None
         targets = {t.name: s3_clients(t) for t in settings.federation.backup_targets}

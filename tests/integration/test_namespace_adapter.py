@@ -84,3 +84,64 @@ async def test_the_operators_client_keeps_to_its_connections(cluster: Cluster) -
         for watch in watches:
             watch.cancel()
         await client.close()
+
+
+class ConnectProxy:
+    """An HTTP CONNECT proxy on loopback that tunnels to anywhere and records where."""
+
+    def __init__(self) -> None:
+        self.targets: list[str] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        method, target, _ = (await reader.readline()).decode().split(" ", 2)
+        while (await reader.readline()).strip():
+            pass
+        assert method == "CONNECT", method
+        self.targets.append(target)
+        host, port = target.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+
+async def test_the_operators_client_takes_its_proxy_from_the_environment(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY and NO_PROXY apply to the API server as they did with lightkube's default client (httpx reads the
+    environment only for transports it makes itself)."""
+    config = KubeConfig.from_file(cluster.kubeconfig)
+    server = config.get().cluster.server.removeprefix("https://")
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with (proxy := ConnectProxy()) as url:
+        monkeypatch.setenv("HTTPS_PROXY", url)
+        client = kube_api.client(config, connections=8)
+        try:
+            assert (await client.get(Namespace, "default")).metadata.name == "default"
+        finally:
+            await client.close()
+        assert proxy.targets == [server], proxy.targets
+
+        monkeypatch.setenv("NO_PROXY", server.rsplit(":", 1)[0])
+        client = kube_api.client(config, connections=8)
+        try:
+            assert (await client.get(Namespace, "default")).metadata.name == "default"
+        finally:
+            await client.close()
+        assert proxy.targets == [server], "NO_PROXY: straight to the API server"

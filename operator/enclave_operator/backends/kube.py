@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.parse
+import urllib.request
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -14,6 +16,8 @@ from enclave_operator.backends.errors import BackendError, BackendRejected, Back
 
 T = TypeVar("T")
 FIELD_MANAGER = "enclave-operator"
+TIMEOUT_S = 15.0
+"""Bound of one Kubernetes API call (not watches, which kopf runs itself)."""
 
 
 class NotFound(BackendError):
@@ -46,7 +50,7 @@ async def call(what: str, awaitable: Awaitable[T]) -> T:
         raise BackendUnavailable(f"{what}: Kubernetes API unreachable ({type(error).__name__})") from None
 
 
-def client(config: KubeConfig | None = None, *, timeout: float, connections: int) -> AsyncClient:
+def client(config: KubeConfig | None = None, *, timeout: float = TIMEOUT_S, connections: int) -> AsyncClient:
     """The operator's Kubernetes client (`config`: kubeconfig or the pod's service account, as lightkube reads them),
     with at most `connections` connections to the API server, all kept open.
 
@@ -60,6 +64,15 @@ def client(config: KubeConfig | None = None, *, timeout: float, connections: int
     single = (config or KubeConfig.from_env()).get()
     limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
     transport = httpx2.AsyncHTTPTransport(verify=verify_cluster(single.cluster, single.user, single.abs_file),
-                                          limits=limits)  # fmt: skip
+                                          limits=limits, proxy=proxy_for(single.cluster.server))  # fmt: skip
     return AsyncClient(config=single, timeout=httpx2.Timeout(timeout, pool=None), field_manager=FIELD_MANAGER,
                        transport=transport)  # fmt: skip
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTPS_PROXY / HTTP_PROXY, unless NO_PROXY covers its host), as
+    lightkube's default client took it: httpx reads the environment only for the transports it makes itself."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme or "https")

@@ -40,7 +40,7 @@ def _s3_reads() -> float:
 
 
 async def test_a_new_bucket_is_made_after_one_read(s3: s3_minio.S3Clients, project_name: str) -> None:
-    """The observe's read says there is none; the create does not ask again (a region lookup and a HEAD)."""
+    """The observe's read says there is none; the create does not ask again (the SDK's region lookup)."""
     adapter = _adapter(s3, project_name)
     before = _s3_reads()
     assert not (await adapter.observe()).exists
@@ -53,7 +53,7 @@ async def test_a_new_bucket_is_made_after_one_read(s3: s3_minio.S3Clients, proje
 async def test_a_bucket_made_since_the_observe_is_taken_as_made(s3: s3_minio.S3Clients, project_name: str) -> None:
     adapter = _adapter(s3, project_name)
     assert not (await adapter.observe()).exists
-    s3.s3.make_bucket(project_name)  # e.g. a create killed after making the bucket, run again from the same observe
+    s3.s3.make_bucket(project_name)  # e.g. by a second operator process during a take-over, after this one's observe
     assert (await adapter.create()).up_to_date
     assert (await adapter.observe()).up_to_date
 
